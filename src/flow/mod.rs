@@ -1,0 +1,1 @@
+//! The Flow layer (under construction).
