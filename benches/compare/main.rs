@@ -1,1 +1,26 @@
-fn main() {}
+//! `cargo bench --bench compare`: stageflow against hand-written baselines, side by side.
+//!
+//! For every workload the harness runs stageflow and its baseline in the same process,
+//! alternating, `COMPARE_RUNS` times (default 7), and prints the medians and their
+//! ratio (stageflow / baseline). Every run checks its result exactly and the process
+//! exits non-zero on a wrong result. See `../shared/BENCHMARKS.md` for the contract:
+//!
+//! - default output: a markdown table
+//!   `| workload | events | stageflow s | baseline | baseline s | ratio | stageflow M events/s |`
+//! - `--json`: one JSON object per line with the same fields
+//! - positional arguments filter workloads by id (`W1 W5`)
+//! - `COMPARE_EVENTS=N` scales the event count down for a quick run.
+
+mod harness;
+
+use harness::Workload;
+
+fn workloads(events: Option<u64>) -> Vec<Workload> {
+    let all: Vec<Workload> = Vec::new();
+    let _ = events;
+    all
+}
+
+fn main() {
+    harness::main(workloads);
+}
