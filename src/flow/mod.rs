@@ -1,1 +1,1137 @@
-//! The Flow layer (under construction).
+//! The Flow layer: Elixir's Flow (1.2.4) on rayon.
+//!
+//! A [`Flow`] is a lazy, typed description of a computation over events, organised in
+//! *layers* of parallel *stages* exactly as in Elixir Flow (reference/flow.md §1):
+//! a source layer ([`Flow::from_iter`], [`Flow::from_iters`]) whose stages run the
+//! mappers you chain ([`Flow::map`], [`Flow::filter`], [`Flow::flat_map`], ...), then
+//! optional new layers started by [`Flow::partition`] (route by key) or
+//! [`Flow::shuffle`] (no routing), each of which may end with one reducer
+//! ([`Flow::reduce`], [`Flow::group_by`], [`Flow::emit_and_reduce`]) whose emissions are
+//! controlled by windows and triggers ([`Window`]) and [`Reduced::on_trigger`].
+//! Nothing runs until the flow is consumed: [`Flow::collect`], [`Flow::sum`],
+//! [`Flow::count`], [`Flow::for_each`], [`Flow::run`], or as an iterator
+//! (`for x in flow`), which streams results as triggers fire.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use stageflow::flow::{Flow, Options};
+//!
+//! let text = ["the quick brown fox", "jumps over the lazy dog"];
+//! let mut counts: Vec<(&str, usize)> = Flow::from_iter(text)
+//!     .flat_map(|line: &str| line.split(' '))
+//!     .partition(Options::new())
+//!     .reduce(HashMap::new, |mut m: HashMap<&str, usize>, w| {
+//!         *m.entry(w).or_default() += 1;
+//!         m
+//!     })
+//!     .emit_events()
+//!     .collect();
+//! counts.sort();
+//! assert_eq!(counts.len(), 8);
+//! assert!(counts.contains(&("the", 2)));
+//! ```
+//!
+//! # How it runs
+//!
+//! Each stage of a layer is a *lane* that owns its state (window, trigger state,
+//! accumulator). The caller's thread drives the flow in rounds: it pulls a bounded
+//! number of batches from the sources, the lanes of each layer process their batches
+//! on rayon's pool (one task per lane, so a lane's state is owned by one worker at a
+//! time; mapper chains are fused and work on whole batches), and routers move the
+//! output batches to the next layer's lanes. A round moves at most 65 536 source events
+//! (rounded to whole batches), so memory stays bounded for endless input; only the
+//! reducers' state remains between rounds.
+//!
+//! # The boundary rule
+//!
+//! Within a layer the shape is `map_batch* mappers* [reduce [on_trigger | emit]]`.
+//! [`Reduced`] (what a reducer returns) has no mappers, so most mistakes do not compile;
+//! the remaining ones (a mapper, `uniq` or a second reducer after `on_trigger`/`emit`,
+//! `map_batch` after a mapper) make every consumer return [`FlowError::Build`] with
+//! Elixir Flow's message, before any event runs.
+//!
+//! # Decisions on Elixir Flow's quirks (reference/flow.md §5)
+//!
+//! 1. A flow run for its effects ([`Flow::run`], [`Flow::for_each`]) discards outputs as
+//!    they are produced; nothing is buffered.
+//! 2. With punctuation, events that `emit_and_reduce` emits for the part before a
+//!    trigger come before the trigger's events (the order they were produced).
+//! 3. [`Flow::uniq`] / [`Flow::uniq_by`] are streaming mappers: they emit the first
+//!    occurrence at once, in input order, per stage (and their seen-set lasts the whole
+//!    run, not one window).
+//! 4. `map_batch` runs after window assignment, per window piece, so it works with fixed
+//!    windows (Elixir crashes) and count windows count incoming events.
+//! 5. A source always forms a layer, so its options (`stages`, demand) always apply, and
+//!    small inputs are spread over the stages batch by batch.
+//! 6. Fixed windows follow Elixir: late runs for windows no longer held are dropped (and
+//!    counted in [`RunReport::late_events`]); empty windows between two held ones emit.
+//! 7. `departition` merges windows by id across partitions, as Elixir does.
+//! 8. `partition` with one stage still applies a custom hash (its `None` discards).
+//! 10. Mappers after a reducer are an error, as in 1.2.4.
+//! 11. Default stage counts are rayon's thread count.
+
+mod error;
+mod exec;
+mod hash;
+mod ops;
+pub mod window;
+
+pub use error::FlowError;
+pub use hash::{FxBuildHasher, FxHasher};
+pub use ops::departition::WindowId;
+pub use ops::join::{JoinMode, Side};
+pub use ops::reduce::{EmitReduced, Reduced};
+pub use window::{
+    Clock, ManualClock, Punctuation, SystemClock, TriggerInfo, TriggerName, Unit, Window,
+    WindowKind,
+};
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use error::invalid;
+use exec::entry::Entry;
+use exec::node::{LayerNode, SourceNode};
+use exec::sinks::{FoldSink, PartitionRouter, RoundRobinRouter, Xform};
+use exec::{Build, Built, Cx, Inbox, LaneCtx, LaneIn, SinkFactory, Stats};
+
+/// Options of a layer: its stage count, demand and window.
+///
+/// Defaults (reference/flow.md §4.7): `stages` = rayon's thread count, `max_demand`
+/// 1000, `min_demand` = `max_demand / 2`; a stage handles at most
+/// `max_demand - min_demand` events at a time (500 by default); window: global.
+///
+/// ```
+/// use stageflow::flow::{Options, Window};
+/// let opts = Options::<u64>::new().stages(4).max_demand(10).min_demand(0)
+///     .window(Window::count(5));
+/// # let _ = opts;
+/// ```
+pub struct Options<T> {
+    stages: Option<usize>,
+    min_demand: Option<usize>,
+    max_demand: Option<usize>,
+    window: Option<Window<T>>,
+}
+
+impl<T> Clone for Options<T> {
+    fn clone(&self) -> Self {
+        Options {
+            stages: self.stages,
+            min_demand: self.min_demand,
+            max_demand: self.max_demand,
+            window: self.window.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Options<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("stages", &self.stages)
+            .field("min_demand", &self.min_demand)
+            .field("max_demand", &self.max_demand)
+            .field("window", &self.window)
+            .finish()
+    }
+}
+
+impl<T> Default for Options<T> {
+    fn default() -> Self {
+        Options { stages: None, min_demand: None, max_demand: None, window: None }
+    }
+}
+
+pub(crate) struct Resolved<T> {
+    pub stages: usize,
+    pub batch_size: usize,
+    pub window: Window<T>,
+    pub window_given: bool,
+}
+
+impl<T> Options<T> {
+    /// Default options.
+    ///
+    /// ```
+    /// let _ = stageflow::flow::Options::<u8>::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Number of stages (lanes) of the layer; must be positive.
+    ///
+    /// ```
+    /// let _ = stageflow::flow::Options::<u8>::new().stages(2);
+    /// ```
+    pub fn stages(mut self, n: usize) -> Self {
+        self.stages = Some(n);
+        self
+    }
+    /// GenStage's `max_demand` for the layer's stages; must be positive.
+    ///
+    /// ```
+    /// let _ = stageflow::flow::Options::<u8>::new().max_demand(5);
+    /// ```
+    pub fn max_demand(mut self, n: usize) -> Self {
+        self.max_demand = Some(n);
+        self
+    }
+    /// GenStage's `min_demand`; must be below `max_demand`.
+    ///
+    /// ```
+    /// let _ = stageflow::flow::Options::<u8>::new().max_demand(5).min_demand(0);
+    /// ```
+    pub fn min_demand(mut self, n: usize) -> Self {
+        self.min_demand = Some(n);
+        self
+    }
+    /// The layer's window (default [`Window::global`]).
+    ///
+    /// ```
+    /// use stageflow::flow::{Options, Window};
+    /// let _ = Options::<u8>::new().window(Window::count(10));
+    /// ```
+    pub fn window(mut self, w: Window<T>) -> Self {
+        self.window = Some(w);
+        self
+    }
+
+    pub(crate) fn resolve(self) -> Result<Resolved<T>, FlowError> {
+        let stages = self.stages.unwrap_or_else(rayon::current_num_threads);
+        if stages == 0 {
+            return Err(invalid("stages", stages, "expected a positive integer"));
+        }
+        let max = self.max_demand.unwrap_or(1000);
+        if max == 0 {
+            return Err(invalid("max_demand", max, "expected a positive integer"));
+        }
+        let min = self.min_demand.unwrap_or(max / 2);
+        if min >= max {
+            return Err(invalid(
+                "min_demand",
+                min,
+                "expected an integer below :max_demand (the stage handles max_demand - min_demand events at a time)",
+            ));
+        }
+        let window_given = self.window.is_some();
+        let window = self.window.unwrap_or_else(Window::global);
+        if let Some(e) = &window.error {
+            return Err(e.clone());
+        }
+        Ok(Resolved { stages, batch_size: max - min, window, window_given })
+    }
+}
+
+/// What the current layer holds so far (for the boundary rule).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Shape {
+    /// No operation yet.
+    Fresh,
+    /// Only `map_batch`es.
+    Batch,
+    /// Mappers.
+    Mapped,
+    /// A reducer and its emission: the layer is closed.
+    Triggered,
+}
+
+const AFTER_REDUCE: &str = "cannot be called after group_by/reduce/emit_and_reduce operation (use on_trigger/2 if you want to further emit events or the accumulated state)";
+
+/// A lazy, typed flow of events of type `T` (see the [module docs](self)).
+///
+/// `'a` is the lifetime of what the flow borrows (its sources and closures), so a flow
+/// can count words borrowed from a string without copying them.
+#[must_use = "a flow does nothing until it is consumed"]
+pub struct Flow<'a, T> {
+    pub(crate) build: Build<'a, T>,
+    pub(crate) shape: Shape,
+    pub(crate) error: Option<FlowError>,
+    /// A source layer was given a window and has no operation yet.
+    pub(crate) idle_window: bool,
+}
+
+impl<'a, T> fmt::Debug for Flow<'a, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flow").field("shape", &self.shape).field("error", &self.error).finish()
+    }
+}
+
+/// What [`Flow::try_run`] reports about events dropped by design.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Events a custom partition hash discarded.
+    pub discarded_events: u64,
+    /// Events that reached a fixed window after it closed (dropped, as in Elixir Flow).
+    pub late_events: u64,
+}
+
+fn err_flow<'a, T: 'a>(e: FlowError) -> Flow<'a, T> {
+    Flow {
+        build: Box::new(move |_, _| Err(e)),
+        shape: Shape::Fresh,
+        error: None,
+        idle_window: false,
+    }
+}
+
+impl<'a, T: Send + 'a> Flow<'a, T> {
+    /// A flow reading one iterator, in batches of `max_demand - min_demand` events
+    /// (default options).
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// let v: Vec<u32> = Flow::from_iter(vec![1, 2, 3]).map(|x| x * 2).collect();
+    /// assert_eq!(v, [2, 4, 6]);
+    /// ```
+    #[allow(clippy::should_implement_trait)]
+    pub fn from_iter<I>(iter: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'a,
+    {
+        Self::from_iters_with([iter], Options::new())
+    }
+
+    /// [`Flow::from_iter`] with options.
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// let n = Flow::from_iter_with(0..10u64, Options::new().stages(2).max_demand(4)).count();
+    /// assert_eq!(n, 10);
+    /// ```
+    pub fn from_iter_with<I>(iter: I, opts: Options<T>) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'a,
+    {
+        Self::from_iters_with([iter], opts)
+    }
+
+    /// A flow reading several iterators (one producer each), with default options.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// let mut v: Vec<u32> = Flow::from_iters(vec![vec![1, 2, 3], vec![1, 2, 3]])
+    ///     .map(|x| x * 2)
+    ///     .collect();
+    /// v.sort();
+    /// assert_eq!(v, [2, 2, 4, 4, 6, 6]);
+    /// ```
+    pub fn from_iters<S, I>(iters: S) -> Self
+    where
+        S: IntoIterator<Item = I>,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'a,
+    {
+        Self::from_iters_with(iters, Options::new())
+    }
+
+    /// [`Flow::from_iters`] with options. An empty list is an error.
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, FlowError, Options};
+    /// let none: Vec<Vec<u8>> = vec![];
+    /// let err = Flow::from_iters_with(none, Options::new()).try_count().unwrap_err();
+    /// assert!(matches!(err, FlowError::Build(m) if m.starts_with("from_enumerables/2 expects")));
+    /// ```
+    pub fn from_iters_with<S, I>(iters: S, opts: Options<T>) -> Self
+    where
+        S: IntoIterator<Item = I>,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'a,
+    {
+        let iters: Vec<Option<I::IntoIter>> =
+            iters.into_iter().map(|i| Some(i.into_iter())).collect();
+        if iters.is_empty() {
+            return err_flow(FlowError::Build(
+                "from_enumerables/2 expects a non-empty list as argument, got: []".into(),
+            ));
+        }
+        let r = match opts.resolve() {
+            Ok(r) => r,
+            Err(e) => return err_flow(e),
+        };
+        let idle_window = r.window_given;
+        Flow {
+            build: Box::new(move |tail: SinkFactory<'a, T>, cx: &Cx| {
+                let producers = iters.len();
+                let lanes = make_lanes(&r, producers, &tail, cx);
+                Ok(Built {
+                    node: Box::new(SourceNode {
+                        iters,
+                        lanes,
+                        batch_size: r.batch_size,
+                        next_lane: 0,
+                        next_iter: 0,
+                        finished: false,
+                    }),
+                    lanes: r.stages,
+                })
+            }),
+            shape: Shape::Fresh,
+            error: None,
+            idle_window,
+        }
+    }
+
+    /// Appends a batch transformation made fresh for every stage by `make`.
+    pub(crate) fn then<U, M, G>(self, op: &str, make: M) -> Flow<'a, U>
+    where
+        U: Send + 'a,
+        M: Fn() -> G + Send + Sync + 'a,
+        G: FnMut(Vec<T>) -> Vec<U> + Send + 'a,
+    {
+        let mut error = self.error;
+        if self.shape == Shape::Triggered && error.is_none() {
+            error = Some(FlowError::Build(format!("{op} {AFTER_REDUCE}")));
+        }
+        let prev = self.build;
+        Flow {
+            build: Box::new(move |tail: SinkFactory<'a, U>, cx: &Cx| {
+                let factory: SinkFactory<'a, T> = Arc::new(move |lcx: &LaneCtx| {
+                    Box::new(Xform { f: make(), next: tail(lcx), _t: PhantomData })
+                });
+                prev(factory, cx)
+            }),
+            shape: if self.shape == Shape::Triggered { Shape::Triggered } else { Shape::Mapped },
+            error,
+            idle_window: false,
+        }
+    }
+
+    /// Applies `f` to every event.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// let v: Vec<i32> = Flow::from_iter(vec![1, 2, 3]).map(|x| x * 2).collect();
+    /// assert_eq!(v, [2, 4, 6]);
+    /// ```
+    pub fn map<U, F>(self, f: F) -> Flow<'a, U>
+    where
+        U: Send + 'a,
+        F: Fn(T) -> U + Send + Sync + 'a,
+    {
+        let f = Arc::new(f);
+        self.then("map/2", move || {
+            let f = f.clone();
+            move |v: Vec<T>| v.into_iter().map(|x| f(x)).collect()
+        })
+    }
+
+    /// Keeps the events for which `f` is true.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// let v: Vec<i32> = Flow::from_iter(vec![1, 2, 3]).filter(|x| x % 2 == 0).collect();
+    /// assert_eq!(v, [2]);
+    /// ```
+    pub fn filter<F>(self, f: F) -> Flow<'a, T>
+    where
+        F: Fn(&T) -> bool + Send + Sync + 'a,
+    {
+        let f = Arc::new(f);
+        self.then("filter/2", move || {
+            let f = f.clone();
+            move |mut v: Vec<T>| {
+                v.retain(|x| f(x));
+                v
+            }
+        })
+    }
+
+    /// Drops the events for which `f` is true.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// let v: Vec<i32> = Flow::from_iter(vec![1, 2, 3]).reject(|x| x % 2 == 0).collect();
+    /// assert_eq!(v, [1, 3]);
+    /// ```
+    pub fn reject<F>(self, f: F) -> Flow<'a, T>
+    where
+        F: Fn(&T) -> bool + Send + Sync + 'a,
+    {
+        let f = Arc::new(f);
+        self.then("reject/2", move || {
+            let f = f.clone();
+            move |mut v: Vec<T>| {
+                v.retain(|x| !f(x));
+                v
+            }
+        })
+    }
+
+    /// Replaces every event by the events of the iterator `f` returns, in order.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// let mut v: Vec<i32> = Flow::from_iter(vec![1, 2, 3]).flat_map(|x| [x, x * 2]).collect();
+    /// v.sort();
+    /// assert_eq!(v, [1, 2, 2, 3, 4, 6]);
+    /// ```
+    pub fn flat_map<U, I, F>(self, f: F) -> Flow<'a, U>
+    where
+        U: Send + 'a,
+        I: IntoIterator<Item = U>,
+        F: Fn(T) -> I + Send + Sync + 'a,
+    {
+        let f = Arc::new(f);
+        self.then("flat_map/2", move || {
+            let f = f.clone();
+            move |v: Vec<T>| {
+                let mut out = Vec::with_capacity(v.len());
+                for x in v {
+                    out.extend(f(x));
+                }
+                out
+            }
+        })
+    }
+
+    /// Maps and keeps the `Some` results (Elixir's removed `filter_map/3`, in one step).
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// let v: Vec<i32> = Flow::from_iter(vec!["1", "x", "3"])
+    ///     .filter_map(|s: &str| s.parse().ok())
+    ///     .collect();
+    /// assert_eq!(v, [1, 3]);
+    /// ```
+    pub fn filter_map<U, F>(self, f: F) -> Flow<'a, U>
+    where
+        U: Send + 'a,
+        F: Fn(T) -> Option<U> + Send + Sync + 'a,
+    {
+        let f = Arc::new(f);
+        self.then("filter_map/2", move || {
+            let f = f.clone();
+            move |v: Vec<T>| v.into_iter().filter_map(|x| f(x)).collect()
+        })
+    }
+
+    /// Calls `f` on every event and passes it on (Elixir's `each/2`).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use stageflow::flow::Flow;
+    /// let seen = AtomicUsize::new(0);
+    /// let n = Flow::from_iter(0..10).inspect(|_| { seen.fetch_add(1, Ordering::Relaxed); }).count();
+    /// assert_eq!((n, seen.load(Ordering::Relaxed)), (10, 10));
+    /// ```
+    pub fn inspect<F>(self, f: F) -> Flow<'a, T>
+    where
+        F: Fn(&T) + Send + Sync + 'a,
+    {
+        let f = Arc::new(f);
+        self.then("each/2", move || {
+            let f = f.clone();
+            move |v: Vec<T>| {
+                v.iter().for_each(|x| f(x));
+                v
+            }
+        })
+    }
+
+    /// Alias of [`Flow::inspect`] under Elixir's (deprecated) name.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// let v: Vec<u8> = Flow::from_iter(vec![1u8]).each(|x| assert_eq!(*x, 1)).collect();
+    /// assert_eq!(v, [1]);
+    /// ```
+    pub fn each<F>(self, f: F) -> Flow<'a, T>
+    where
+        F: Fn(&T) + Send + Sync + 'a,
+    {
+        self.inspect(f)
+    }
+
+    /// Transforms each whole batch a stage receives. Only at the start of a layer.
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// let v: Vec<u32> = Flow::from_iters_with(vec![vec![1, 2, 3], vec![4, 5, 6]], Options::new().stages(1))
+    ///     .map_batch(|b: Vec<u32>| vec![b.iter().sum()])
+    ///     .collect();
+    /// assert_eq!(v, [6, 15]);
+    /// ```
+    pub fn map_batch<U, F>(self, f: F) -> Flow<'a, U>
+    where
+        U: Send + 'a,
+        F: Fn(Vec<T>) -> Vec<U> + Send + Sync + 'a,
+    {
+        let shape = self.shape;
+        let mut out = {
+            let f = Arc::new(f);
+            self.then("map_batch/2", move || {
+                let f = f.clone();
+                move |v: Vec<T>| f(v)
+            })
+        };
+        if !matches!(shape, Shape::Fresh | Shape::Batch) && out.error.is_none() {
+            out.error = Some(FlowError::Build(
+                "map_batch/2 can only be called at the beginning of the stage/partition, before any map or reduce operation".into(),
+            ));
+        }
+        if matches!(shape, Shape::Fresh | Shape::Batch) {
+            out.shape = Shape::Batch;
+        }
+        out
+    }
+
+    /// Keeps the first event of each key `by(event)`, per stage (see quirk 3 in the
+    /// module docs: streaming, in input order).
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// let v: Vec<u32> = Flow::from_iter(1..=100u32)
+    ///     .partition(Options::new().stages(1))
+    ///     .uniq_by(|x| x % 2)
+    ///     .collect();
+    /// assert_eq!(v, [1, 2]);
+    /// ```
+    pub fn uniq_by<K, F>(self, by: F) -> Flow<'a, T>
+    where
+        K: Hash + Eq + Send + 'a,
+        F: Fn(&T) -> K + Send + Sync + 'a,
+    {
+        let shape = self.shape;
+        let by = Arc::new(by);
+        let mut out = self.then("uniq_by/2", move || {
+            let by = by.clone();
+            let mut seen: HashSet<K, FxBuildHasher> = HashSet::default();
+            move |mut v: Vec<T>| {
+                v.retain(|x| seen.insert(by(x)));
+                v
+            }
+        });
+        if shape == Shape::Triggered {
+            out.error = Some(FlowError::Build(
+                "uniq/uniq_by cannot be called after group_by/reduce/emit_and_reduce".into(),
+            ));
+        }
+        out
+    }
+
+    /// Keeps the first occurrence of each event, per stage.
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// let v: Vec<u32> = Flow::from_iter_with(vec![3, 1, 2, 3, 1, 5], Options::new().stages(1))
+    ///     .uniq()
+    ///     .collect();
+    /// assert_eq!(v, [3, 1, 2, 5]);
+    /// ```
+    pub fn uniq(self) -> Flow<'a, T>
+    where
+        T: Hash + Eq + Clone,
+    {
+        self.uniq_by(|x: &T| x.clone())
+    }
+
+    /// Checks the rules that apply when the current layer is closed.
+    fn closable(&self) -> Result<(), FlowError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if self.idle_window {
+            return Err(FlowError::Build(
+                "a window was set but no computation is happening on this partition".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A new layer of `opts.stages` stages; every event goes to the stage chosen by
+    /// hashing the event (FxHash; a stage's events all share their partition).
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// let v: Vec<u32> = Flow::from_iter(1..=10u32)
+    ///     .partition(Options::new().stages(4))
+    ///     .reduce(|| 0, |a, x| a + x)
+    ///     .emit_state()
+    ///     .collect();
+    /// assert_eq!(v.len(), 4);
+    /// assert_eq!(v.iter().sum::<u32>(), 55);
+    /// ```
+    pub fn partition(self, opts: Options<T>) -> Flow<'a, T>
+    where
+        T: Hash,
+    {
+        Self::layer(vec![self], opts, Dispatch::Hash(|x: &T, n| Some(hash::partition_of(x, n))))
+    }
+
+    /// Like [`Flow::partition`], hashing `key(event)` instead of the event (Elixir's
+    /// `:key` option).
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// let v: Vec<Vec<u32>> = Flow::from_iter(vec![(1, 1), (2, 2), (1, 3)])
+    ///     .partition_by(Options::new().stages(2), |e: &(u32, u32)| e.0)
+    ///     .reduce(Vec::new, |mut v, e| { v.push(e.1); v })
+    ///     .emit_state()
+    ///     .collect();
+    /// assert!(v.contains(&vec![1, 3]));
+    /// ```
+    pub fn partition_by<K, F>(self, opts: Options<T>, key: F) -> Flow<'a, T>
+    where
+        K: Hash,
+        F: Fn(&T) -> K + Send + Sync + 'a,
+    {
+        Self::layer(
+            vec![self],
+            opts,
+            Dispatch::Hash(move |x: &T, n| Some(hash::partition_of(&key(x), n))),
+        )
+    }
+
+    /// Like [`Flow::partition`] with a custom hash (Elixir's `:hash` option): it returns
+    /// the partition in `0..stages`, or `None` to discard the event (counted in
+    /// [`RunReport::discarded_events`]). A partition out of range stops the flow with
+    /// an error.
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// let v: Vec<u32> = Flow::from_iter(1..=10u32)
+    ///     .partition_with(Options::new().stages(2), |x: &u32| if *x > 8 { None } else { Some(0) })
+    ///     .reduce(|| 0, |a, x| a + x)
+    ///     .emit_state()
+    ///     .collect();
+    /// assert_eq!(v.iter().sum::<u32>(), 36);
+    /// ```
+    pub fn partition_with<H>(self, opts: Options<T>, hash: H) -> Flow<'a, T>
+    where
+        H: Fn(&T) -> Option<usize> + Send + Sync + 'a,
+    {
+        Self::layer(vec![self], opts, Dispatch::Hash(move |x: &T, _n| hash(x)))
+    }
+
+    /// A new layer without routing: whole batches go to the stages in turn.
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// let s: u64 = Flow::from_iter(1..=100u64)
+    ///     .shuffle(Options::new().stages(3))
+    ///     .map(|x| x * 2)
+    ///     .sum();
+    /// assert_eq!(s, 10100);
+    /// ```
+    pub fn shuffle(self, opts: Options<T>) -> Flow<'a, T> {
+        Self::layer(vec![self], opts, Dispatch::<T, fn(&T, usize) -> Option<usize>>::RoundRobin)
+    }
+
+    /// Merges several flows into one new layer, partitioned by hashing the events
+    /// (Elixir's `partition([flow1, flow2], opts)`).
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// let a = Flow::from_iter((1..=100u64).step_by(2));
+    /// let b = Flow::from_iter((2..=100u64).step_by(2));
+    /// let s: u64 = Flow::partition_flows(vec![a, b], Options::new().stages(4)).sum();
+    /// assert_eq!(s, 5050);
+    /// ```
+    pub fn partition_flows(flows: Vec<Flow<'a, T>>, opts: Options<T>) -> Flow<'a, T>
+    where
+        T: Hash,
+    {
+        Self::layer(flows, opts, Dispatch::Hash(|x: &T, n| Some(hash::partition_of(x, n))))
+    }
+
+    /// Merges several flows into one new layer without routing (Elixir's
+    /// `shuffle([flow1, flow2], opts)`, i.e. `merge/3` with a DemandDispatcher).
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// let a = Flow::from_iter(vec![1u32, 2]);
+    /// let b = Flow::from_iter(vec![3u32]);
+    /// assert_eq!(Flow::merge(vec![a, b], Options::new()).sum::<u32>(), 6);
+    /// ```
+    pub fn merge(flows: Vec<Flow<'a, T>>, opts: Options<T>) -> Flow<'a, T> {
+        Self::layer(flows, opts, Dispatch::<T, fn(&T, usize) -> Option<usize>>::RoundRobin)
+    }
+
+    fn layer<H>(flows: Vec<Flow<'a, T>>, opts: Options<T>, dispatch: Dispatch<T, H>) -> Flow<'a, T>
+    where
+        H: Fn(&T, usize) -> Option<usize> + Send + Sync + 'a,
+    {
+        if flows.is_empty() {
+            return err_flow(FlowError::Build(
+                "expected a flow or a non-empty list of flows as first argument, got: []".into(),
+            ));
+        }
+        for f in &flows {
+            if let Err(e) = f.closable() {
+                return err_flow(e);
+            }
+        }
+        let r = match opts.resolve() {
+            Ok(r) => r,
+            Err(e) => return err_flow(e),
+        };
+        let dispatch = Arc::new(dispatch);
+        Flow {
+            build: Box::new(move |tail: SinkFactory<'a, T>, cx: &Cx| {
+                let inbox = Inbox::<T>::new(r.stages);
+                let mut ups = Vec::new();
+                let mut producers = 0usize;
+                for f in flows {
+                    let router = router_factory(inbox.clone(), producers, dispatch.clone(), cx);
+                    let built = (f.build)(router, cx)?;
+                    producers += built.lanes;
+                    ups.push(built.node);
+                }
+                let lanes = make_lanes(&r, producers, &tail, cx);
+                Ok(Built {
+                    node: Box::new(LayerNode {
+                        ups_done: vec![false; ups.len()],
+                        ups,
+                        inbox,
+                        lanes,
+                        name: "a partition layer".into(),
+                        finished: false,
+                    }),
+                    lanes: r.stages,
+                })
+            }),
+            shape: Shape::Fresh,
+            error: None,
+            idle_window: false,
+        }
+    }
+
+    /// Starts the flow with `sink` as the output of its last layer.
+    pub(crate) fn start(self, sink: SinkFactory<'a, T>, cx: &Cx) -> Result<Built<'a>, FlowError> {
+        self.closable()?;
+        (self.build)(sink, cx)
+    }
+
+    /// Runs the flow into a fold done inside the last layer's stages.
+    fn fold_lanes<R, F>(self, f: F) -> Result<(Vec<R>, RunReport), FlowError>
+    where
+        R: Send + 'a,
+        F: Fn(Vec<T>) -> Option<R> + Send + Sync + 'a,
+    {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let f = Arc::new(f);
+        let o = out.clone();
+        let sink: SinkFactory<'a, T> = Arc::new(move |_: &LaneCtx| {
+            Box::new(FoldSink { f: f.clone(), partials: Vec::new(), out: o.clone(), _t: PhantomData })
+        });
+        let cx = Cx { stats: Arc::new(Stats::default()) };
+        let mut built = self.start(sink, &cx)?;
+        while !built.node.round()? {}
+        drop(built);
+        let v = std::mem::take(&mut *out.lock());
+        Ok((v, report(&cx)))
+    }
+
+    /// Runs the flow for its effects, discarding its output as it is produced
+    /// (quirk 1), and reports events dropped by design.
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// let report = Flow::from_iter(1..=10u32)
+    ///     .partition_with(Options::new().stages(2), |x: &u32| if *x % 2 == 0 { Some(0) } else { None })
+    ///     .try_run()?;
+    /// assert_eq!(report.discarded_events, 5);
+    /// # Ok::<(), stageflow::flow::FlowError>(())
+    /// ```
+    pub fn try_run(self) -> Result<RunReport, FlowError> {
+        self.fold_lanes(|_v: Vec<T>| None::<()>).map(|(_, r)| r)
+    }
+
+    /// [`Flow::try_run`], panicking with the error's message on failure.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// Flow::from_iter(vec![1, 2, 3]).map(|x| x + 1).run();
+    /// ```
+    pub fn run(self) -> RunReport {
+        unwrap(self.try_run())
+    }
+
+    /// Calls `f` on every output event, inside the stages (in parallel).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use stageflow::flow::Flow;
+    /// let total = AtomicU64::new(0);
+    /// Flow::from_iter(1..=4u64).try_for_each(|x| { total.fetch_add(x, Ordering::Relaxed); })?;
+    /// assert_eq!(total.load(Ordering::Relaxed), 10);
+    /// # Ok::<(), stageflow::flow::FlowError>(())
+    /// ```
+    pub fn try_for_each<F>(self, f: F) -> Result<(), FlowError>
+    where
+        F: Fn(T) + Send + Sync + 'a,
+    {
+        self.fold_lanes(move |v: Vec<T>| {
+            v.into_iter().for_each(&f);
+            None::<()>
+        })
+        .map(|_| ())
+    }
+
+    /// [`Flow::try_for_each`], panicking on failure.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// Flow::from_iter(vec![1, 2]).for_each(|x| assert!(x > 0));
+    /// ```
+    pub fn for_each<F>(self, f: F)
+    where
+        F: Fn(T) + Send + Sync + 'a,
+    {
+        unwrap(self.try_for_each(f))
+    }
+
+    /// Counts the output events (inside the stages).
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// assert_eq!(Flow::from_iter(0..1000).filter(|x| x % 3 == 0).try_count()?, 334);
+    /// # Ok::<(), stageflow::flow::FlowError>(())
+    /// ```
+    pub fn try_count(self) -> Result<usize, FlowError> {
+        self.fold_lanes(|v: Vec<T>| Some(v.len())).map(|(v, _)| v.into_iter().sum())
+    }
+
+    /// [`Flow::try_count`], panicking on failure.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// assert_eq!(Flow::from_iter(0..10).count(), 10);
+    /// ```
+    pub fn count(self) -> usize {
+        unwrap(self.try_count())
+    }
+
+    /// Sums the output events (partial sums per batch inside the stages).
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// let s: u64 = Flow::from_iter(0..10u64).map(|x| x * 2).filter(|x| x % 3 == 0).try_sum()?;
+    /// assert_eq!(s, 0 + 6 + 12 + 18);
+    /// # Ok::<(), stageflow::flow::FlowError>(())
+    /// ```
+    pub fn try_sum<S>(self) -> Result<S, FlowError>
+    where
+        S: std::iter::Sum<T> + std::iter::Sum<S> + Send + 'a,
+    {
+        self.fold_lanes(|v: Vec<T>| Some(v.into_iter().sum::<S>())).map(|(v, _)| v.into_iter().sum())
+    }
+
+    /// [`Flow::try_sum`], panicking on failure.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// assert_eq!(Flow::from_iter(1..=100u64).sum::<u64>(), 5050);
+    /// ```
+    pub fn sum<S>(self) -> S
+    where
+        S: std::iter::Sum<T> + std::iter::Sum<S> + Send + 'a,
+    {
+        unwrap(self.try_sum())
+    }
+
+    /// Collects the output events; a failure (a panic in a closure, a build error)
+    /// is returned as an error.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// let v: Vec<u8> = Flow::from_iter(vec![1u8, 2]).try_collect()?;
+    /// assert_eq!(v, [1, 2]);
+    /// # Ok::<(), stageflow::flow::FlowError>(())
+    /// ```
+    pub fn try_collect<B: FromIterator<T>>(self) -> Result<B, FlowError> {
+        let mut it = self.into_iter();
+        let out: B = (&mut it).collect();
+        match it.take_error() {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// [`Flow::try_collect`], panicking with the error's message on failure.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// let v: Vec<u8> = Flow::from_iter(vec![1u8, 2]).collect();
+    /// assert_eq!(v, [1, 2]);
+    /// ```
+    pub fn collect<B: FromIterator<T>>(self) -> B {
+        unwrap(self.try_collect())
+    }
+}
+
+fn unwrap<R>(r: Result<R, FlowError>) -> R {
+    match r {
+        Ok(r) => r,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn report(cx: &Cx) -> RunReport {
+    RunReport {
+        discarded_events: cx.stats.discarded.load(Ordering::Relaxed),
+        late_events: cx.stats.late.load(Ordering::Relaxed),
+    }
+}
+
+pub(crate) fn make_lanes<'a, T: Send + 'a>(
+    r: &Resolved<T>,
+    producers: usize,
+    tail: &SinkFactory<'a, T>,
+    cx: &Cx,
+) -> Vec<Box<dyn LaneIn<T> + 'a>> {
+    (0..r.stages)
+        .map(|i| {
+            let lcx = LaneCtx { index: i, total: r.stages, kind: r.window.kind() };
+            Box::new(Entry::new(&r.window, r.batch_size, producers, tail(&lcx), cx.stats.late.clone()))
+                as Box<dyn LaneIn<T> + 'a>
+        })
+        .collect()
+}
+
+/// How a layer's input is routed.
+pub(crate) enum Dispatch<T, H> {
+    /// `h(event, stages)`: partition or None to discard.
+    Hash(H),
+    RoundRobin,
+    #[allow(dead_code)]
+    Phantom(PhantomData<fn(&T)>),
+}
+
+fn router_factory<'a, T, H>(
+    inbox: Arc<Inbox<T>>,
+    offset: usize,
+    dispatch: Arc<Dispatch<T, H>>,
+    cx: &Cx,
+) -> SinkFactory<'a, T>
+where
+    T: Send + 'a,
+    H: Fn(&T, usize) -> Option<usize> + Send + Sync + 'a,
+{
+    let stats = cx.stats.clone();
+    let n = inbox.lanes();
+    Arc::new(move |lcx: &LaneCtx| match &*dispatch {
+        Dispatch::Hash(_) => {
+            let d = dispatch.clone();
+            let hash = Arc::new(move |x: &T| match &*d {
+                Dispatch::Hash(h) => h(x, n),
+                _ => unreachable!(),
+            });
+            Box::new(PartitionRouter {
+                inbox: inbox.clone(),
+                hash,
+                from: offset + lcx.index,
+                seq: 0,
+                stats: stats.clone(),
+            })
+        }
+        _ => Box::new(RoundRobinRouter { inbox: inbox.clone(), from: offset + lcx.index, seq: 0 }),
+    })
+}
+
+/// Streams a flow's output as it is emitted; dropping it stops the flow.
+///
+/// ```
+/// use stageflow::flow::Flow;
+/// // An endless source: take what you need, the rest is never computed.
+/// let firsts: Vec<u64> = Flow::from_iter(0u64..).map(|x| x * 2).into_iter().take(3).collect();
+/// assert_eq!(firsts.len(), 3);
+/// ```
+pub struct FlowIter<'a, T> {
+    node: Option<exec::BoxNode<'a>>,
+    inbox: Arc<Inbox<T>>,
+    buf: VecDeque<T>,
+    error: Option<FlowError>,
+    _cx: Cx,
+}
+
+impl<'a, T> fmt::Debug for FlowIter<'a, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowIter")
+            .field("running", &self.node.is_some())
+            .field("buffered", &self.buf.len())
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl<'a, T> FlowIter<'a, T> {
+    /// The error that ended the flow early, if any (taken).
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// let mut it = Flow::from_iter(vec![1, 2]).map(|x: i32| -> i32 { panic!("bad {x}") }).into_iter();
+    /// assert_eq!(it.next(), None);
+    /// assert!(it.take_error().unwrap().to_string().contains("bad 1"));
+    /// ```
+    pub fn take_error(&mut self) -> Option<FlowError> {
+        self.error.take()
+    }
+
+    /// A report of events dropped by design so far.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// let mut it = Flow::from_iter(vec![1]).into_iter();
+    /// while it.next().is_some() {}
+    /// assert_eq!(it.report().late_events, 0);
+    /// ```
+    pub fn report(&self) -> RunReport {
+        report(&self._cx)
+    }
+}
+
+impl<'a, T: Send + 'a> Iterator for FlowIter<'a, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        loop {
+            if let Some(x) = self.buf.pop_front() {
+                return Some(x);
+            }
+            let node = self.node.as_mut()?;
+            match node.round() {
+                Ok(done) => {
+                    if done {
+                        self.node = None;
+                    }
+                    for env in self.inbox.take().into_iter().flatten() {
+                        if let exec::Msg::Batch(v) = env.msg {
+                            self.buf.extend(v);
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.node = None;
+                    self.error = Some(e);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl<'a, T: Send + 'a> IntoIterator for Flow<'a, T> {
+    type Item = T;
+    type IntoIter = FlowIter<'a, T>;
+    fn into_iter(self) -> FlowIter<'a, T> {
+        let inbox = Inbox::<T>::new(1);
+        let cx = Cx { stats: Arc::new(Stats::default()) };
+        let i = inbox.clone();
+        let sink: SinkFactory<'a, T> = Arc::new(move |lcx: &LaneCtx| {
+            Box::new(RoundRobinRouter { inbox: i.clone(), from: lcx.index, seq: 0 })
+        });
+        match self.start(sink, &cx) {
+            Ok(b) => FlowIter { node: Some(b.node), inbox, buf: VecDeque::new(), error: None, _cx: cx },
+            Err(e) => FlowIter { node: None, inbox, buf: VecDeque::new(), error: Some(e), _cx: cx },
+        }
+    }
+}

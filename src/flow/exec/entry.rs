@@ -1,0 +1,353 @@
+//! The window logic in front of each lane (reference/flow.md §3.3).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::flow::exec::{BoxSink, LaneIn};
+use crate::flow::window::{ByFn, Clock, Kind, Punct, PunctFactory, PunctFn, TriggerName, Window};
+
+enum Mode<T> {
+    Global,
+    Count {
+        n: u64,
+        w: i64,
+        seen: u64,
+    },
+    Periodic {
+        period: Duration,
+        w: i64,
+        next_at: Duration,
+    },
+    Fixed {
+        d: i64,
+        by: ByFn<T>,
+        lateness: Duration,
+        /// Held window indices; `true` once the watermark fired (lateness > 0).
+        held: BTreeMap<i64, bool>,
+        /// Highest window index each live producer has sent (None: nothing yet).
+        recent: HashMap<usize, Option<i64>>,
+        /// Lowest window index whose watermark has not passed.
+        next_close: Option<i64>,
+        /// When held windows complete (processing time), for allowed lateness.
+        deadlines: Vec<(Duration, i64)>,
+    },
+}
+
+/// One lane's input: splits batches to the layer's batch size, assigns events to
+/// windows, runs the window's punctuation and timers, and drives the lane's chain.
+pub(crate) struct Entry<'a, T> {
+    next: BoxSink<'a, T>,
+    batch_size: usize,
+    mode: Mode<T>,
+    punct: Option<PunctFactory<T>>,
+    puncts: Vec<(i64, PunctFn<T>)>,
+    clock: Option<Arc<dyn Clock>>,
+    periodically: Vec<(Duration, TriggerName, Duration)>,
+    /// Events of late runs dropped by fixed windows (reported in `RunReport`).
+    pub(crate) dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<'a, T: Send + 'a> Entry<'a, T> {
+    pub fn new(
+        window: &Window<T>,
+        batch_size: usize,
+        producers: usize,
+        next: BoxSink<'a, T>,
+        dropped: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        let clock: Option<Arc<dyn Clock>> = if window.has_timers() {
+            Some(
+                window
+                    .clock
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(crate::flow::window::SystemClock::default())),
+            )
+        } else {
+            None
+        };
+        let now = clock.as_ref().map(|c| c.now()).unwrap_or_default();
+        let mode = match &window.kind {
+            Kind::Global => Mode::Global,
+            Kind::Count(n) => Mode::Count { n: *n, w: 0, seen: 0 },
+            Kind::Periodic(p) => Mode::Periodic { period: *p, w: 0, next_at: now + *p },
+            Kind::Fixed { duration_ms, by, lateness } => Mode::Fixed {
+                d: *duration_ms,
+                by: by.clone(),
+                lateness: *lateness,
+                held: BTreeMap::new(),
+                recent: (0..producers).map(|p| (p, None)).collect(),
+                next_close: None,
+                deadlines: Vec::new(),
+            },
+        };
+        Entry {
+            next,
+            batch_size: batch_size.max(1),
+            mode,
+            punct: window.punct.clone(),
+            puncts: Vec::new(),
+            clock,
+            periodically: window
+                .periodically
+                .iter()
+                .map(|(p, name)| (*p, name.clone(), now + *p))
+                .collect(),
+            dropped,
+        }
+    }
+
+    /// Runs the window's punctuation (if any) over events of window `w`.
+    fn feed(&mut self, w: i64, events: Vec<T>) {
+        let Some(factory) = &self.punct else {
+            if !events.is_empty() {
+                self.next.events(w, events);
+            }
+            return;
+        };
+        let pos = match self.puncts.iter().position(|(id, _)| *id == w) {
+            Some(p) => p,
+            None => {
+                self.puncts.push((w, factory()));
+                self.puncts.len() - 1
+            }
+        };
+        let mut evs = events;
+        loop {
+            match (self.puncts[pos].1)(evs) {
+                Punct::Cont(e) => {
+                    if !e.is_empty() {
+                        self.next.events(w, e);
+                    }
+                    break;
+                }
+                Punct::Trigger(name, pre, rest) => {
+                    if !pre.is_empty() {
+                        self.next.events(w, pre);
+                    }
+                    self.next.trigger(w, &name, false);
+                    // Unlike Elixir, an empty rest is not punctuated again: a function
+                    // that fires on every call would otherwise never return.
+                    if rest.is_empty() {
+                        break;
+                    }
+                    evs = rest;
+                }
+            }
+        }
+    }
+
+    /// Completes window `w`: fires `Done` and forgets its trigger state.
+    fn complete(&mut self, w: i64) {
+        self.puncts.retain(|(id, _)| *id != w);
+        self.next.trigger(w, &TriggerName::Done, true);
+    }
+
+    fn chunk(&mut self, from: usize, mut items: Vec<T>) {
+        match &mut self.mode {
+            Mode::Global => self.feed(0, items),
+            Mode::Periodic { w, .. } => {
+                let w = *w;
+                self.feed(w, items)
+            }
+            Mode::Count { .. } => {
+                while !items.is_empty() {
+                    let Mode::Count { n, w, seen } = &mut self.mode else { unreachable!() };
+                    let room = (*n - *seen) as usize;
+                    let cur = *w;
+                    if items.len() >= room {
+                        let rest = items.split_off(room);
+                        *w += 1;
+                        *seen = 0;
+                        self.feed(cur, items);
+                        self.complete(cur);
+                        items = rest;
+                    } else {
+                        *seen += items.len() as u64;
+                        self.feed(cur, items);
+                        break;
+                    }
+                }
+            }
+            Mode::Fixed { d, by, .. } => {
+                let d = *d;
+                let by = by.clone();
+                // Maximal runs of consecutive events of one window.
+                let mut runs: Vec<(i64, Vec<T>)> = Vec::new();
+                for item in items {
+                    let idx = by(&item) / d;
+                    match runs.last_mut() {
+                        Some((j, v)) if *j == idx => v.push(item),
+                        _ => runs.push((idx, vec![item])),
+                    }
+                }
+                for (idx, run) in runs {
+                    let Mode::Fixed { held, recent, .. } = &mut self.mode else { unreachable!() };
+                    let rec = recent.get(&from).copied().flatten();
+                    if held.contains_key(&idx) {
+                        recent.insert(from, Some(rec.map_or(idx, |r| r.max(idx))));
+                    } else if rec.map_or(true, |r| idx >= r) {
+                        held.insert(idx, false);
+                        recent.insert(from, Some(idx));
+                    } else {
+                        // Late for a window that is no longer held: Flow drops it; we
+                        // count it (RunReport::late_events).
+                        self.dropped
+                            .fetch_add(run.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    self.feed(idx * d, run);
+                }
+                self.watermark();
+            }
+        }
+    }
+
+    /// Closes fixed windows below the minimum of every producer's newest window.
+    fn watermark(&mut self) {
+        let now = self.now();
+        let Mode::Fixed { d, lateness, held, recent, next_close, deadlines, .. } = &mut self.mode
+        else {
+            return;
+        };
+        if recent.is_empty() || recent.values().any(|r| r.is_none()) {
+            return;
+        }
+        let min = recent.values().map(|r| r.unwrap()).min().unwrap();
+        let lo = match (*next_close, held.keys().next()) {
+            (Some(c), _) => c,
+            (None, Some(&h)) => h,
+            (None, None) => return,
+        };
+        if lo >= min {
+            return;
+        }
+        *next_close = Some(min);
+        let (d, lateness) = (*d, *lateness);
+        let mut fire: Vec<(i64, bool)> = Vec::new();
+        for idx in lo..min {
+            if lateness.is_zero() {
+                held.remove(&idx);
+                fire.push((idx, true));
+            } else {
+                held.insert(idx, true);
+                deadlines.push((now + lateness, idx));
+                fire.push((idx, false));
+            }
+        }
+        for (idx, complete) in fire {
+            if complete {
+                self.complete(idx * d);
+            } else {
+                self.next.trigger(idx * d, &TriggerName::Watermark, false);
+            }
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.clock.as_ref().map(|c| c.now()).unwrap_or_default()
+    }
+}
+
+impl<'a, T: Send + 'a> LaneIn<T> for Entry<'a, T> {
+    fn batch(&mut self, from: usize, mut items: Vec<T>) {
+        if self.clock.is_some() {
+            self.tick();
+        }
+        if items.len() <= self.batch_size {
+            self.chunk(from, items);
+            return;
+        }
+        // GenStage hands a stage at most max_demand - min_demand events at a time.
+        while items.len() > self.batch_size {
+            let rest = items.split_off(self.batch_size);
+            self.chunk(from, items);
+            items = rest;
+        }
+        if !items.is_empty() {
+            self.chunk(from, items);
+        }
+    }
+
+    fn producer_done(&mut self, from: usize) {
+        if let Mode::Fixed { recent, .. } = &mut self.mode {
+            recent.remove(&from);
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.clock.is_none() {
+            return;
+        }
+        let now = self.now();
+        // Periodic window completion.
+        if let Mode::Periodic { period, w, next_at } = &mut self.mode {
+            if now >= *next_at {
+                let cur = *w;
+                *w += 1;
+                *next_at = now + *period;
+                self.complete(cur);
+            }
+        }
+        // Allowed lateness expiry.
+        if let Mode::Fixed { deadlines, held, d, .. } = &mut self.mode {
+            let d = *d;
+            let mut due: Vec<i64> = Vec::new();
+            deadlines.retain(|(at, idx)| {
+                if now >= *at {
+                    due.push(*idx);
+                    false
+                } else {
+                    true
+                }
+            });
+            due.retain(|idx| held.remove(idx).is_some());
+            for idx in due {
+                self.complete(idx * d);
+            }
+        }
+        // trigger_periodically: applies to the current window, or every held fixed one.
+        for k in 0..self.periodically.len() {
+            if now < self.periodically[k].2 {
+                continue;
+            }
+            self.periodically[k].2 = now + self.periodically[k].0;
+            let name = self.periodically[k].1.clone();
+            let targets: Vec<i64> = match &self.mode {
+                Mode::Global => vec![0],
+                Mode::Count { w, .. } | Mode::Periodic { w, .. } => vec![*w],
+                Mode::Fixed { held, d, .. } => match (held.keys().next(), held.keys().last()) {
+                    (Some(&lo), Some(&hi)) => (lo..=hi).map(|i| i * d).collect(),
+                    _ => vec![],
+                },
+            };
+            for w in targets {
+                self.next.trigger(w, &name, false);
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        match &mut self.mode {
+            Mode::Global => self.complete(0),
+            Mode::Count { w, .. } | Mode::Periodic { w, .. } => {
+                let w = *w;
+                self.complete(w)
+            }
+            Mode::Fixed { held, d, .. } => {
+                let d = *d;
+                let range = match (held.keys().next(), held.keys().last()) {
+                    (Some(&lo), Some(&hi)) => Some((lo, hi)),
+                    _ => None,
+                };
+                held.clear();
+                if let Some((lo, hi)) = range {
+                    for idx in lo..=hi {
+                        self.complete(idx * d);
+                    }
+                }
+            }
+        }
+        self.next.finish();
+    }
+}

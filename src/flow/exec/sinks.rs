@@ -1,0 +1,335 @@
+//! The sinks a lane's chain is made of: fused mappers, reducers, routers, terminals.
+
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::flow::exec::{BoxSink, Envelope, Inbox, LaneCtx, Msg, Sink, Stats};
+use crate::flow::window::{TriggerInfo, TriggerName, WindowKind};
+
+/// A fused mapper: transforms whole batches (`map`, `filter`, `flat_map`, `uniq`, ...).
+pub(crate) struct Xform<'a, T, U, F> {
+    pub f: F,
+    pub next: BoxSink<'a, U>,
+    pub _t: PhantomData<fn(T)>,
+}
+
+impl<'a, T, U, F> Sink<T> for Xform<'a, T, U, F>
+where
+    F: FnMut(Vec<T>) -> Vec<U> + Send,
+    U: Send,
+{
+    #[inline]
+    fn events(&mut self, w: i64, batch: Vec<T>) {
+        let out = (self.f)(batch);
+        if !out.is_empty() {
+            self.next.events(w, out);
+        }
+    }
+    fn trigger(&mut self, w: i64, name: &TriggerName, complete: bool) {
+        self.next.trigger(w, name, complete)
+    }
+    fn finish(&mut self) {
+        self.next.finish()
+    }
+}
+
+/// What fires a reducer's trigger: the user's `on_trigger` (or a default emission)
+/// followed by the rest of the lane. Type-erases the output event type.
+pub(crate) trait Fire<A>: Send {
+    /// Runs `on_trigger` over `acc`; returns the accumulator to keep (None if the
+    /// window completed).
+    fn fire(&mut self, w: i64, acc: A, info: &TriggerInfo, complete: bool) -> Option<A>;
+    fn finish(&mut self);
+}
+
+/// [`Fire`] for `emit_and_reduce`, which also emits while reducing.
+pub(crate) trait FireEmit<A, O>: Fire<A> {
+    fn direct(&mut self, w: i64, events: Vec<O>);
+}
+
+pub(crate) type FireFactory<'a, A> =
+    Arc<dyn Fn(&LaneCtx) -> Box<dyn Fire<A> + 'a> + Send + Sync + 'a>;
+pub(crate) type FireEmitFactory<'a, A, O> =
+    Arc<dyn Fn(&LaneCtx) -> Box<dyn FireEmit<A, O> + 'a> + Send + Sync + 'a>;
+
+/// The internal form of `on_trigger`: `complete` lets default emissions move the
+/// accumulator instead of cloning it.
+pub(crate) type TriggerFn<'a, A, O> =
+    Arc<dyn Fn(A, &TriggerInfo, bool) -> (Vec<O>, Option<A>) + Send + Sync + 'a>;
+
+pub(crate) struct FireImpl<'a, A, O> {
+    pub f: TriggerFn<'a, A, O>,
+    pub next: BoxSink<'a, O>,
+}
+
+impl<'a, A: Send, O: Send> Fire<A> for FireImpl<'a, A, O> {
+    fn fire(&mut self, w: i64, acc: A, info: &TriggerInfo, complete: bool) -> Option<A> {
+        let (events, acc) = (self.f)(acc, info, complete);
+        self.next.emitted(w, &info.trigger, events);
+        self.next.trigger(w, &info.trigger, complete);
+        if complete {
+            None
+        } else {
+            acc
+        }
+    }
+    fn finish(&mut self) {
+        self.next.finish()
+    }
+}
+
+impl<'a, A: Send, O: Send> FireEmit<A, O> for FireImpl<'a, A, O> {
+    fn direct(&mut self, w: i64, events: Vec<O>) {
+        if !events.is_empty() {
+            self.next.events(w, events)
+        }
+    }
+}
+
+/// Accumulators by window id; almost always one or two, so a small vector.
+pub(crate) struct Accs<A> {
+    accs: Vec<(i64, A)>,
+}
+
+impl<A> Accs<A> {
+    pub fn new() -> Self {
+        Accs { accs: Vec::new() }
+    }
+    #[inline]
+    pub fn take(&mut self, w: i64) -> Option<A> {
+        let p = self.accs.iter().position(|(id, _)| *id == w)?;
+        Some(self.accs.swap_remove(p).1)
+    }
+    #[inline]
+    pub fn put(&mut self, w: i64, a: A) {
+        self.accs.push((w, a));
+    }
+}
+
+/// `reduce`: folds every event of a window into that window's accumulator.
+pub(crate) struct ReduceSink<'a, U, A, F> {
+    pub accs: Accs<A>,
+    pub init: Arc<dyn Fn() -> A + Send + Sync + 'a>,
+    pub f: Arc<F>,
+    pub fire: Box<dyn Fire<A> + 'a>,
+    pub cx: LaneCtx,
+    pub _u: PhantomData<fn(U)>,
+}
+
+pub(crate) fn info(cx: &LaneCtx, w: i64, name: &TriggerName) -> TriggerInfo {
+    TriggerInfo {
+        index: cx.index,
+        total: cx.total,
+        kind: cx.kind,
+        window: if cx.kind == WindowKind::Global { 0 } else { w },
+        trigger: name.clone(),
+    }
+}
+
+impl<'a, U, A, F> Sink<U> for ReduceSink<'a, U, A, F>
+where
+    F: Fn(A, U) -> A + Send + Sync,
+    A: Send,
+    U: Send,
+{
+    #[inline]
+    fn events(&mut self, w: i64, batch: Vec<U>) {
+        let mut acc = self.accs.take(w).unwrap_or_else(|| (self.init)());
+        let f = &*self.f;
+        for x in batch {
+            acc = f(acc, x);
+        }
+        self.accs.put(w, acc);
+    }
+    fn trigger(&mut self, w: i64, name: &TriggerName, complete: bool) {
+        let acc = self.accs.take(w).unwrap_or_else(|| (self.init)());
+        let info = info(&self.cx, w, name);
+        if let Some(a) = self.fire.fire(w, acc, &info, complete) {
+            self.accs.put(w, a);
+        }
+    }
+    fn finish(&mut self) {
+        self.fire.finish()
+    }
+}
+
+/// `emit_and_reduce`: like [`ReduceSink`], and emits what the function returns.
+pub(crate) struct EmitReduceSink<'a, U, A, O, G> {
+    pub accs: Accs<A>,
+    pub init: Arc<dyn Fn() -> A + Send + Sync + 'a>,
+    pub g: Arc<G>,
+    pub fire: Box<dyn FireEmit<A, O> + 'a>,
+    pub cx: LaneCtx,
+    pub _u: PhantomData<fn(U)>,
+}
+
+impl<'a, U, A, O, G> Sink<U> for EmitReduceSink<'a, U, A, O, G>
+where
+    G: Fn(A, U) -> (Vec<O>, A) + Send + Sync,
+    A: Send,
+    U: Send,
+    O: Send,
+{
+    fn events(&mut self, w: i64, batch: Vec<U>) {
+        let mut acc = self.accs.take(w).unwrap_or_else(|| (self.init)());
+        let mut out = Vec::new();
+        for x in batch {
+            let (evs, a) = (self.g)(acc, x);
+            out.extend(evs);
+            acc = a;
+        }
+        self.accs.put(w, acc);
+        self.fire.direct(w, out);
+    }
+    fn trigger(&mut self, w: i64, name: &TriggerName, complete: bool) {
+        let acc = self.accs.take(w).unwrap_or_else(|| (self.init)());
+        let info = info(&self.cx, w, name);
+        if let Some(a) = self.fire.fire(w, acc, &info, complete) {
+            self.accs.put(w, a);
+        }
+    }
+    fn finish(&mut self) {
+        self.fire.finish()
+    }
+}
+
+/// Routes a lane's output to the next layer's lanes by partition.
+pub(crate) struct PartitionRouter<T, H> {
+    pub inbox: Arc<Inbox<T>>,
+    pub hash: Arc<H>,
+    pub from: usize,
+    pub seq: u64,
+    pub stats: Arc<Stats>,
+}
+
+impl<T: Send, H> Sink<T> for PartitionRouter<T, H>
+where
+    H: Fn(&T) -> Option<usize> + Send + Sync,
+{
+    fn events(&mut self, _w: i64, batch: Vec<T>) {
+        let n = self.inbox.lanes();
+        let mut buckets: Vec<Vec<T>> = Vec::with_capacity(n);
+        let per = batch.len() / n + batch.len() / (4 * n) + 1;
+        buckets.extend((0..n).map(|_| Vec::with_capacity(per)));
+        let mut discarded = 0u64;
+        for x in batch {
+            match (self.hash)(&x) {
+                Some(p) if p < n => buckets[p].push(x),
+                Some(p) => panic!(
+                    "the partition hash returned partition {p}, but the layer has {n} stages (0..{n})"
+                ),
+                None => discarded += 1,
+            }
+        }
+        if discarded > 0 {
+            self.stats.discarded.fetch_add(discarded, Ordering::Relaxed);
+        }
+        self.seq += 1;
+        for (p, b) in buckets.into_iter().enumerate() {
+            if !b.is_empty() {
+                self.inbox
+                    .push(p, Envelope { from: self.from, seq: self.seq, msg: Msg::Batch(b) });
+            }
+        }
+    }
+    fn trigger(&mut self, _w: i64, _name: &TriggerName, _complete: bool) {}
+    fn finish(&mut self) {
+        for p in 0..self.inbox.lanes() {
+            self.inbox.push(p, Envelope { from: self.from, seq: u64::MAX, msg: Msg::Done });
+        }
+    }
+}
+
+/// Hands whole batches to the next layer's lanes in turn (GenStage's DemandDispatcher
+/// has no routing either; a rotating start spreads small inputs over the stages).
+pub(crate) struct RoundRobinRouter<T> {
+    pub inbox: Arc<Inbox<T>>,
+    pub from: usize,
+    pub seq: u64,
+}
+
+impl<T: Send> Sink<T> for RoundRobinRouter<T> {
+    fn events(&mut self, _w: i64, batch: Vec<T>) {
+        let n = self.inbox.lanes();
+        let lane = (self.from + self.seq as usize) % n;
+        self.seq += 1;
+        self.inbox.push(lane, Envelope { from: self.from, seq: self.seq, msg: Msg::Batch(batch) });
+    }
+    fn trigger(&mut self, _w: i64, _name: &TriggerName, _complete: bool) {}
+    fn finish(&mut self) {
+        for p in 0..self.inbox.lanes() {
+            self.inbox.push(p, Envelope { from: self.from, seq: u64::MAX, msg: Msg::Done });
+        }
+    }
+}
+
+/// One upstream emission as seen by `departition`.
+pub(crate) struct Tagged<S> {
+    pub part: usize,
+    pub window: i64,
+    pub kind: WindowKind,
+    /// None marks the completion of the window on this partition.
+    pub item: Option<S>,
+}
+
+/// Feeds a departition: tags each triggered event with its partition and window, and
+/// marks window completions.
+pub(crate) struct TagRouter<S> {
+    pub inbox: Arc<Inbox<Tagged<S>>>,
+    pub cx: LaneCtx,
+    pub seq: u64,
+}
+
+impl<S: Send> Sink<S> for TagRouter<S> {
+    fn events(&mut self, w: i64, batch: Vec<S>) {
+        let (part, kind) = (self.cx.index, self.cx.kind);
+        let window = if kind == WindowKind::Global { 0 } else { w };
+        let items: Vec<Tagged<S>> =
+            batch.into_iter().map(|x| Tagged { part, window, kind, item: Some(x) }).collect();
+        if !items.is_empty() {
+            self.seq += 1;
+            self.inbox
+                .push(0, Envelope { from: self.cx.index, seq: self.seq, msg: Msg::Batch(items) });
+        }
+    }
+    fn trigger(&mut self, w: i64, _name: &TriggerName, complete: bool) {
+        if complete {
+            let window = if self.cx.kind == WindowKind::Global { 0 } else { w };
+            self.seq += 1;
+            let t = Tagged { part: self.cx.index, window, kind: self.cx.kind, item: None };
+            self.inbox
+                .push(0, Envelope { from: self.cx.index, seq: self.seq, msg: Msg::Batch(vec![t]) });
+        }
+    }
+    fn finish(&mut self) {
+        self.inbox.push(0, Envelope { from: self.cx.index, seq: u64::MAX, msg: Msg::Done });
+    }
+}
+
+/// A terminal fold run inside the lanes (`sum`, `count`, `for_each`, `run`): per-batch
+/// partial results, handed to a shared list once per lane at the end.
+pub(crate) struct FoldSink<T, R, F> {
+    pub f: Arc<F>,
+    pub partials: Vec<R>,
+    pub out: Arc<Mutex<Vec<R>>>,
+    pub _t: PhantomData<fn(T)>,
+}
+
+impl<T, R, F> Sink<T> for FoldSink<T, R, F>
+where
+    F: Fn(Vec<T>) -> Option<R> + Send + Sync,
+    R: Send,
+{
+    fn events(&mut self, _w: i64, batch: Vec<T>) {
+        if let Some(r) = (self.f)(batch) {
+            self.partials.push(r);
+        }
+    }
+    fn trigger(&mut self, _w: i64, _name: &TriggerName, _complete: bool) {}
+    fn finish(&mut self) {
+        self.out.lock().append(&mut self.partials);
+    }
+}
