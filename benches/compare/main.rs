@@ -12,13 +12,21 @@
 //! - `COMPARE_EVENTS=N` scales the event count down for a quick run.
 
 mod harness;
+mod w5;
+mod w6;
+mod w7;
+mod words;
 
 use harness::Workload;
 
 fn workloads(events: Option<u64>) -> Vec<Workload> {
-    let all: Vec<Workload> = Vec::new();
-    let _ = events;
-    all
+    // Built lazily per id would save W5's file check when filtering; the check is
+    // cached in target/ so it is cheap after the first run.
+    vec![
+        w5::workload(events),
+        w6::workload(events),
+        w7::workload(events),
+    ]
 }
 
 fn main() {

@@ -57,6 +57,14 @@ pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
-pub(crate) fn invalid(option: &'static str, value: impl ToString, message: &'static str) -> FlowError {
-    FlowError::InvalidOption { option, value: value.to_string(), message }
+pub(crate) fn invalid(
+    option: &'static str,
+    value: impl ToString,
+    message: &'static str,
+) -> FlowError {
+    FlowError::InvalidOption {
+        option,
+        value: value.to_string(),
+        message,
+    }
 }

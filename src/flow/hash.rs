@@ -81,7 +81,9 @@ impl Hasher for FxHasher {
 /// range reduction is a multiply-shift on the mixed hash.
 #[inline]
 pub(crate) fn partition_of<K: std::hash::Hash + ?Sized>(key: &K, n: usize) -> usize {
-    let mut h = FxHasher { hash: 0x2545_f491_4f6c_dd1d };
+    let mut h = FxHasher {
+        hash: 0x2545_f491_4f6c_dd1d,
+    };
     key.hash(&mut h);
     let x = h.finish();
     let x = (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

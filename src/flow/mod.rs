@@ -144,7 +144,12 @@ impl<T> fmt::Debug for Options<T> {
 
 impl<T> Default for Options<T> {
     fn default() -> Self {
-        Options { stages: None, min_demand: None, max_demand: None, window: None }
+        Options {
+            stages: None,
+            min_demand: None,
+            max_demand: None,
+            window: None,
+        }
     }
 }
 
@@ -224,7 +229,12 @@ impl<T> Options<T> {
         if let Some(e) = &window.error {
             return Err(e.clone());
         }
-        Ok(Resolved { stages, batch_size: max - min, window, window_given })
+        Ok(Resolved {
+            stages,
+            batch_size: max - min,
+            window,
+            window_given,
+        })
     }
 }
 
@@ -258,7 +268,10 @@ pub struct Flow<'a, T> {
 
 impl<'a, T> fmt::Debug for Flow<'a, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Flow").field("shape", &self.shape).field("error", &self.error).finish()
+        f.debug_struct("Flow")
+            .field("shape", &self.shape)
+            .field("error", &self.error)
+            .finish()
     }
 }
 
@@ -370,6 +383,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
                         next_lane: 0,
                         next_iter: 0,
                         finished: false,
+                        pending: None,
                     }),
                     lanes: r.stages,
                 })
@@ -387,6 +401,15 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         M: Fn() -> G + Send + Sync + 'a,
         G: FnMut(Vec<T>) -> Vec<U> + Send + 'a,
     {
+        self.then_exact(op, false, make)
+    }
+
+    fn then_exact<U, M, G>(self, op: &str, exact: bool, make: M) -> Flow<'a, U>
+    where
+        U: Send + 'a,
+        M: Fn() -> G + Send + Sync + 'a,
+        G: FnMut(Vec<T>) -> Vec<U> + Send + 'a,
+    {
         let mut error = self.error;
         if self.shape == Shape::Triggered && error.is_none() {
             error = Some(FlowError::Build(format!("{op} {AFTER_REDUCE}")));
@@ -395,11 +418,20 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         Flow {
             build: Box::new(move |tail: SinkFactory<'a, U>, cx: &Cx| {
                 let factory: SinkFactory<'a, T> = Arc::new(move |lcx: &LaneCtx| {
-                    Box::new(Xform { f: make(), next: tail(lcx), _t: PhantomData })
+                    Box::new(Xform {
+                        f: make(),
+                        exact,
+                        next: tail(lcx),
+                        _t: PhantomData,
+                    })
                 });
                 prev(factory, cx)
             }),
-            shape: if self.shape == Shape::Triggered { Shape::Triggered } else { Shape::Mapped },
+            shape: if self.shape == Shape::Triggered {
+                Shape::Triggered
+            } else {
+                Shape::Mapped
+            },
             error,
             idle_window: false,
         }
@@ -568,7 +600,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         let shape = self.shape;
         let mut out = {
             let f = Arc::new(f);
-            self.then("map_batch/2", move || {
+            self.then_exact("map_batch/2", true, move || {
                 let f = f.clone();
                 move |v: Vec<T>| f(v)
             })
@@ -664,7 +696,11 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
     where
         T: Hash,
     {
-        Self::layer(vec![self], opts, Dispatch::Hash(|x: &T, n| Some(hash::partition_of(x, n))))
+        Self::layer(
+            vec![self],
+            opts,
+            Dispatch::Hash(|x: &T, n| Some(hash::partition_of(x, n))),
+        )
     }
 
     /// Like [`Flow::partition`], hashing `key(event)` instead of the event (Elixir's
@@ -723,7 +759,11 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
     /// assert_eq!(s, 10100);
     /// ```
     pub fn shuffle(self, opts: Options<T>) -> Flow<'a, T> {
-        Self::layer(vec![self], opts, Dispatch::<T, fn(&T, usize) -> Option<usize>>::RoundRobin)
+        Self::layer(
+            vec![self],
+            opts,
+            Dispatch::<T, fn(&T, usize) -> Option<usize>>::RoundRobin,
+        )
     }
 
     /// Merges several flows into one new layer, partitioned by hashing the events
@@ -740,7 +780,11 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
     where
         T: Hash,
     {
-        Self::layer(flows, opts, Dispatch::Hash(|x: &T, n| Some(hash::partition_of(x, n))))
+        Self::layer(
+            flows,
+            opts,
+            Dispatch::Hash(|x: &T, n| Some(hash::partition_of(x, n))),
+        )
     }
 
     /// Merges several flows into one new layer without routing (Elixir's
@@ -753,7 +797,11 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
     /// assert_eq!(Flow::merge(vec![a, b], Options::new()).sum::<u32>(), 6);
     /// ```
     pub fn merge(flows: Vec<Flow<'a, T>>, opts: Options<T>) -> Flow<'a, T> {
-        Self::layer(flows, opts, Dispatch::<T, fn(&T, usize) -> Option<usize>>::RoundRobin)
+        Self::layer(
+            flows,
+            opts,
+            Dispatch::<T, fn(&T, usize) -> Option<usize>>::RoundRobin,
+        )
     }
 
     fn layer<H>(flows: Vec<Flow<'a, T>>, opts: Options<T>, dispatch: Dispatch<T, H>) -> Flow<'a, T>
@@ -821,9 +869,16 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         let f = Arc::new(f);
         let o = out.clone();
         let sink: SinkFactory<'a, T> = Arc::new(move |_: &LaneCtx| {
-            Box::new(FoldSink { f: f.clone(), partials: Vec::new(), out: o.clone(), _t: PhantomData })
+            Box::new(FoldSink {
+                f: f.clone(),
+                partials: Vec::new(),
+                out: o.clone(),
+                _t: PhantomData,
+            })
         });
-        let cx = Cx { stats: Arc::new(Stats::default()) };
+        let cx = Cx {
+            stats: Arc::new(Stats::default()),
+        };
         let mut built = self.start(sink, &cx)?;
         while !built.node.round()? {}
         drop(built);
@@ -898,7 +953,8 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
     /// # Ok::<(), stageflow::flow::FlowError>(())
     /// ```
     pub fn try_count(self) -> Result<usize, FlowError> {
-        self.fold_lanes(|v: Vec<T>| Some(v.len())).map(|(v, _)| v.into_iter().sum())
+        self.fold_lanes(|v: Vec<T>| Some(v.len()))
+            .map(|(v, _)| v.into_iter().sum())
     }
 
     /// [`Flow::try_count`], panicking on failure.
@@ -923,7 +979,8 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
     where
         S: std::iter::Sum<T> + std::iter::Sum<S> + Send + 'a,
     {
-        self.fold_lanes(|v: Vec<T>| Some(v.into_iter().sum::<S>())).map(|(v, _)| v.into_iter().sum())
+        self.fold_lanes(|v: Vec<T>| Some(v.into_iter().sum::<S>()))
+            .map(|(v, _)| v.into_iter().sum())
     }
 
     /// [`Flow::try_sum`], panicking on failure.
@@ -991,9 +1048,18 @@ pub(crate) fn make_lanes<'a, T: Send + 'a>(
 ) -> Vec<Box<dyn LaneIn<T> + 'a>> {
     (0..r.stages)
         .map(|i| {
-            let lcx = LaneCtx { index: i, total: r.stages, kind: r.window.kind() };
-            Box::new(Entry::new(&r.window, r.batch_size, producers, tail(&lcx), cx.stats.late.clone()))
-                as Box<dyn LaneIn<T> + 'a>
+            let lcx = LaneCtx {
+                index: i,
+                total: r.stages,
+                kind: r.window.kind(),
+            };
+            Box::new(Entry::new(
+                &r.window,
+                r.batch_size,
+                producers,
+                tail(&lcx),
+                cx.stats.late.clone(),
+            )) as Box<dyn LaneIn<T> + 'a>
         })
         .collect()
 }
@@ -1034,7 +1100,11 @@ where
                 stats: stats.clone(),
             })
         }
-        _ => Box::new(RoundRobinRouter { inbox: inbox.clone(), from: offset + lcx.index, seq: 0 }),
+        _ => Box::new(RoundRobinRouter {
+            inbox: inbox.clone(),
+            from: offset + lcx.index,
+            seq: 0,
+        }),
     })
 }
 
@@ -1124,14 +1194,32 @@ impl<'a, T: Send + 'a> IntoIterator for Flow<'a, T> {
     type IntoIter = FlowIter<'a, T>;
     fn into_iter(self) -> FlowIter<'a, T> {
         let inbox = Inbox::<T>::new(1);
-        let cx = Cx { stats: Arc::new(Stats::default()) };
+        let cx = Cx {
+            stats: Arc::new(Stats::default()),
+        };
         let i = inbox.clone();
         let sink: SinkFactory<'a, T> = Arc::new(move |lcx: &LaneCtx| {
-            Box::new(RoundRobinRouter { inbox: i.clone(), from: lcx.index, seq: 0 })
+            Box::new(RoundRobinRouter {
+                inbox: i.clone(),
+                from: lcx.index,
+                seq: 0,
+            })
         });
         match self.start(sink, &cx) {
-            Ok(b) => FlowIter { node: Some(b.node), inbox, buf: VecDeque::new(), error: None, _cx: cx },
-            Err(e) => FlowIter { node: None, inbox, buf: VecDeque::new(), error: Some(e), _cx: cx },
+            Ok(b) => FlowIter {
+                node: Some(b.node),
+                inbox,
+                buf: VecDeque::new(),
+                error: None,
+                _cx: cx,
+            },
+            Err(e) => FlowIter {
+                node: None,
+                inbox,
+                buf: VecDeque::new(),
+                error: Some(e),
+                _cx: cx,
+            },
         }
     }
 }

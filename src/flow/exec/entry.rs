@@ -46,6 +46,7 @@ pub(crate) struct Entry<'a, T> {
     periodically: Vec<(Duration, TriggerName, Duration)>,
     /// Events of late runs dropped by fixed windows (reported in `RunReport`).
     pub(crate) dropped: Arc<std::sync::atomic::AtomicU64>,
+    loose: bool,
 }
 
 impl<'a, T: Send + 'a> Entry<'a, T> {
@@ -69,9 +70,21 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
         let now = clock.as_ref().map(|c| c.now()).unwrap_or_default();
         let mode = match &window.kind {
             Kind::Global => Mode::Global,
-            Kind::Count(n) => Mode::Count { n: *n, w: 0, seen: 0 },
-            Kind::Periodic(p) => Mode::Periodic { period: *p, w: 0, next_at: now + *p },
-            Kind::Fixed { duration_ms, by, lateness } => Mode::Fixed {
+            Kind::Count(n) => Mode::Count {
+                n: *n,
+                w: 0,
+                seen: 0,
+            },
+            Kind::Periodic(p) => Mode::Periodic {
+                period: *p,
+                w: 0,
+                next_at: now + *p,
+            },
+            Kind::Fixed {
+                duration_ms,
+                by,
+                lateness,
+            } => Mode::Fixed {
                 d: *duration_ms,
                 by: by.clone(),
                 lateness: *lateness,
@@ -81,7 +94,12 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
                 deadlines: Vec::new(),
             },
         };
+        let loose = matches!(window.kind, Kind::Global)
+            && window.punct.is_none()
+            && window.periodically.is_empty()
+            && !next.exact_batches();
         Entry {
+            loose,
             next,
             batch_size: batch_size.max(1),
             mode,
@@ -152,7 +170,9 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
             }
             Mode::Count { .. } => {
                 while !items.is_empty() {
-                    let Mode::Count { n, w, seen } = &mut self.mode else { unreachable!() };
+                    let Mode::Count { n, w, seen } = &mut self.mode else {
+                        unreachable!()
+                    };
                     let room = (*n - *seen) as usize;
                     let cur = *w;
                     if items.len() >= room {
@@ -172,17 +192,24 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
             Mode::Fixed { d, by, .. } => {
                 let d = *d;
                 let by = by.clone();
-                // Maximal runs of consecutive events of one window.
-                let mut runs: Vec<(i64, Vec<T>)> = Vec::new();
-                for item in items {
-                    let idx = by(&item) / d;
-                    match runs.last_mut() {
-                        Some((j, v)) if *j == idx => v.push(item),
-                        _ => runs.push((idx, vec![item])),
+                // Maximal runs of consecutive events of one window; a batch inside one
+                // window (the common case) is passed on without copying.
+                let mut bounds: Vec<(usize, i64)> = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let idx = by(item) / d;
+                    if bounds.last().map_or(true, |&(_, j)| j != idx) {
+                        bounds.push((i, idx));
                     }
                 }
+                let mut runs: Vec<(i64, Vec<T>)> = Vec::with_capacity(bounds.len());
+                for &(start, idx) in bounds.iter().rev() {
+                    runs.push((idx, items.split_off(start)));
+                }
+                runs.reverse();
                 for (idx, run) in runs {
-                    let Mode::Fixed { held, recent, .. } = &mut self.mode else { unreachable!() };
+                    let Mode::Fixed { held, recent, .. } = &mut self.mode else {
+                        unreachable!()
+                    };
                     let rec = recent.get(&from).copied().flatten();
                     if held.contains_key(&idx) {
                         recent.insert(from, Some(rec.map_or(idx, |r| r.max(idx))));
@@ -206,7 +233,15 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
     /// Closes fixed windows below the minimum of every producer's newest window.
     fn watermark(&mut self) {
         let now = self.now();
-        let Mode::Fixed { d, lateness, held, recent, next_close, deadlines, .. } = &mut self.mode
+        let Mode::Fixed {
+            d,
+            lateness,
+            held,
+            recent,
+            next_close,
+            deadlines,
+            ..
+        } = &mut self.mode
         else {
             return;
         };
@@ -254,18 +289,24 @@ impl<'a, T: Send + 'a> LaneIn<T> for Entry<'a, T> {
         if self.clock.is_some() {
             self.tick();
         }
-        if items.len() <= self.batch_size {
+        if items.len() <= self.batch_size || self.loose {
+            // Loose: nothing in this lane can tell batch boundaries apart (a global
+            // window without punctuation or timers, no map_batch), so a larger batch
+            // is processed whole, saving a copy.
             self.chunk(from, items);
             return;
         }
         // GenStage hands a stage at most max_demand - min_demand events at a time.
-        while items.len() > self.batch_size {
-            let rest = items.split_off(self.batch_size);
-            self.chunk(from, items);
-            items = rest;
-        }
-        if !items.is_empty() {
-            self.chunk(from, items);
+        // The pieces are allocated here, on the lane's worker, where the previous
+        // piece was just freed.
+        let bs = self.batch_size;
+        let mut it = items.into_iter();
+        loop {
+            let piece: Vec<T> = it.by_ref().take(bs).collect();
+            if piece.is_empty() {
+                break;
+            }
+            self.chunk(from, piece);
         }
     }
 
@@ -290,7 +331,10 @@ impl<'a, T: Send + 'a> LaneIn<T> for Entry<'a, T> {
             }
         }
         // Allowed lateness expiry.
-        if let Mode::Fixed { deadlines, held, d, .. } = &mut self.mode {
+        if let Mode::Fixed {
+            deadlines, held, d, ..
+        } = &mut self.mode
+        {
             let d = *d;
             let mut due: Vec<i64> = Vec::new();
             deadlines.retain(|(at, idx)| {

@@ -52,6 +52,11 @@ pub(crate) trait Sink<T>: Send {
     fn trigger(&mut self, w: i64, name: &TriggerName, complete: bool);
     /// The lane's input ended (after every trigger).
     fn finish(&mut self);
+    /// Whether the chain observes batch boundaries (`map_batch`), so the lane must cut
+    /// its input into batches of exactly the layer's batch size.
+    fn exact_batches(&self) -> bool {
+        false
+    }
 }
 
 pub(crate) type BoxSink<'a, T> = Box<dyn Sink<T> + 'a>;
@@ -80,7 +85,9 @@ pub(crate) struct Inbox<T> {
 
 impl<T> Inbox<T> {
     pub fn new(lanes: usize) -> Arc<Self> {
-        Arc::new(Inbox { lanes: (0..lanes).map(|_| Mutex::new(Vec::new())).collect() })
+        Arc::new(Inbox {
+            lanes: (0..lanes).map(|_| Mutex::new(Vec::new())).collect(),
+        })
     }
     pub fn lanes(&self) -> usize {
         self.lanes.len()

@@ -16,6 +16,91 @@ pub(crate) struct SourceNode<'a, I: Iterator> {
     pub next_lane: usize,
     pub next_iter: usize,
     pub finished: bool,
+    /// The round pulled ahead while the previous one was processed.
+    pub pending: Option<Pulled<I::Item>>,
+}
+
+type Pulled<T> = (Vec<Vec<Envelope<T>>>, bool);
+
+impl<'a, I> SourceNode<'a, I>
+where
+    I: Iterator + Send + 'a,
+    I::Item: Send + 'a,
+{
+    /// Pulls one round of batches (on the calling thread), round-robin over the live
+    /// iterators, and deals them to the lanes in turn.
+    fn pull(&mut self, n: usize) -> Result<Pulled<I::Item>, FlowError> {
+        let bs = self.batch_size;
+        let max_batches = (ROUND_EVENTS / bs).max(n).max(1);
+        let mut per_lane: Vec<Vec<Envelope<I::Item>>> = (0..n).map(|_| Vec::new()).collect();
+        let (iters, next_iter, next_lane) =
+            (&mut self.iters, &mut self.next_iter, &mut self.next_lane);
+        let per_lane_cap = (max_batches / n + 1) * bs;
+        catch_unwind(AssertUnwindSafe(|| {
+            let mut pulled = 0;
+            while pulled < max_batches {
+                if iters.iter().all(|i| i.is_none()) {
+                    break;
+                }
+                let k = *next_iter % iters.len();
+                *next_iter += 1;
+                let Some(it) = iters[k].as_mut() else {
+                    continue;
+                };
+                let lane = *next_lane % n;
+                // Batches dealt to a lane from the same iterator are appended to one
+                // vector: the lane cuts it back into batches of `bs` (all pulls but an
+                // iterator's last are full), and the allocation happens once per lane
+                // and round instead of once per batch on this thread.
+                let env = match per_lane[lane].last_mut() {
+                    Some(Envelope {
+                        from,
+                        msg: Msg::Batch(v),
+                        ..
+                    }) if *from == k => v,
+                    _ => {
+                        per_lane[lane].push(Envelope {
+                            from: k,
+                            seq: pulled as u64,
+                            msg: Msg::Batch(Vec::with_capacity(per_lane_cap.min(1 << 20))),
+                        });
+                        match per_lane[lane].last_mut() {
+                            Some(Envelope {
+                                msg: Msg::Batch(v), ..
+                            }) => v,
+                            _ => unreachable!(),
+                        }
+                    }
+                };
+                let before = env.len();
+                env.extend(it.by_ref().take(bs));
+                let got = env.len() - before;
+                if got > 0 {
+                    *next_lane += 1;
+                    pulled += 1;
+                }
+                if got < bs {
+                    iters[k] = None;
+                    // The iterator is one producer; tell every lane it is done (for
+                    // fixed-window watermarks), behind its last batch.
+                    for lane in per_lane.iter_mut() {
+                        lane.retain(|e| !matches!(&e.msg, Msg::Batch(v) if v.is_empty()));
+                        lane.push(Envelope {
+                            from: k,
+                            seq: u64::MAX,
+                            msg: Msg::Done,
+                        });
+                    }
+                }
+            }
+        }))
+        .map_err(|p| FlowError::Panic {
+            place: "source".into(),
+            message: panic_message(p),
+        })?;
+        let done = self.iters.iter().all(|i| i.is_none());
+        Ok((per_lane, done))
+    }
 }
 
 impl<'a, I> Node for SourceNode<'a, I>
@@ -27,51 +112,28 @@ where
         if self.finished {
             return Ok(true);
         }
-        let n = self.lanes.len();
-        let bs = self.batch_size;
-        let max_batches = (ROUND_EVENTS / bs).max(n).max(1);
-        let mut per_lane: Vec<Vec<Envelope<I::Item>>> = (0..n).map(|_| Vec::new()).collect();
-        let (iters, next_iter, next_lane) =
-            (&mut self.iters, &mut self.next_iter, &mut self.next_lane);
-        catch_unwind(AssertUnwindSafe(|| {
-            let mut pulled = 0;
-            while pulled < max_batches {
-                let live = iters.iter().filter(|i| i.is_some()).count();
-                if live == 0 {
-                    break;
-                }
-                // Round-robin over the live iterators, one batch each.
-                let k = *next_iter % iters.len();
-                *next_iter += 1;
-                let Some(it) = iters[k].as_mut() else { continue };
-                let mut batch = Vec::with_capacity(bs);
-                batch.extend(it.by_ref().take(bs));
-                let exhausted = batch.len() < bs;
-                if !batch.is_empty() {
-                    let lane = *next_lane % n;
-                    *next_lane += 1;
-                    per_lane[lane].push(Envelope {
-                        from: k,
-                        seq: pulled as u64,
-                        msg: Msg::Batch(batch),
-                    });
-                    pulled += 1;
-                }
-                if exhausted {
-                    iters[k] = None;
-                    // The iterator is one producer; tell every lane it is done (for
-                    // fixed-window watermarks), behind its last batch.
-                    for lane in per_lane.iter_mut() {
-                        lane.push(Envelope { from: k, seq: u64::MAX, msg: Msg::Done });
-                    }
-                }
-            }
-        }))
-        .map_err(|p| FlowError::Panic { place: "source".into(), message: panic_message(p) })?;
-        let done = self.iters.iter().all(|i| i.is_none());
-        run_lanes(&mut self.lanes, per_lane, done, "the source layer")?;
-        self.finished = done;
-        Ok(done)
+        let (msgs, done) = match self.pending.take() {
+            Some(p) => p,
+            None => self.pull(self.lanes.len())?,
+        };
+        if done {
+            run_lanes(&mut self.lanes, msgs, true, "the source layer")?;
+            self.finished = true;
+            return Ok(true);
+        }
+        // Pipelining: the pool processes this round while the calling thread pulls the
+        // next one (so in-flight data is at most two rounds).
+        let mut processed = Ok(());
+        let mut lanes = std::mem::take(&mut self.lanes);
+        let n = lanes.len();
+        let next = rayon::in_place_scope(|s| {
+            s.spawn(|_| processed = run_lanes(&mut lanes, msgs, false, "the source layer"));
+            self.pull(n)
+        });
+        self.lanes = lanes;
+        processed?;
+        self.pending = Some(next?);
+        Ok(false)
     }
 }
 

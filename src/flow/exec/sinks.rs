@@ -12,6 +12,8 @@ use crate::flow::window::{TriggerInfo, TriggerName, WindowKind};
 /// A fused mapper: transforms whole batches (`map`, `filter`, `flat_map`, `uniq`, ...).
 pub(crate) struct Xform<'a, T, U, F> {
     pub f: F,
+    /// Set for `map_batch`, whose function sees batch boundaries.
+    pub exact: bool,
     pub next: BoxSink<'a, U>,
     pub _t: PhantomData<fn(T)>,
 }
@@ -33,6 +35,9 @@ where
     }
     fn finish(&mut self) {
         self.next.finish()
+    }
+    fn exact_batches(&self) -> bool {
+        self.exact || self.next.exact_batches()
     }
 }
 
@@ -230,15 +235,28 @@ where
         self.seq += 1;
         for (p, b) in buckets.into_iter().enumerate() {
             if !b.is_empty() {
-                self.inbox
-                    .push(p, Envelope { from: self.from, seq: self.seq, msg: Msg::Batch(b) });
+                self.inbox.push(
+                    p,
+                    Envelope {
+                        from: self.from,
+                        seq: self.seq,
+                        msg: Msg::Batch(b),
+                    },
+                );
             }
         }
     }
     fn trigger(&mut self, _w: i64, _name: &TriggerName, _complete: bool) {}
     fn finish(&mut self) {
         for p in 0..self.inbox.lanes() {
-            self.inbox.push(p, Envelope { from: self.from, seq: u64::MAX, msg: Msg::Done });
+            self.inbox.push(
+                p,
+                Envelope {
+                    from: self.from,
+                    seq: u64::MAX,
+                    msg: Msg::Done,
+                },
+            );
         }
     }
 }
@@ -256,12 +274,26 @@ impl<T: Send> Sink<T> for RoundRobinRouter<T> {
         let n = self.inbox.lanes();
         let lane = (self.from + self.seq as usize) % n;
         self.seq += 1;
-        self.inbox.push(lane, Envelope { from: self.from, seq: self.seq, msg: Msg::Batch(batch) });
+        self.inbox.push(
+            lane,
+            Envelope {
+                from: self.from,
+                seq: self.seq,
+                msg: Msg::Batch(batch),
+            },
+        );
     }
     fn trigger(&mut self, _w: i64, _name: &TriggerName, _complete: bool) {}
     fn finish(&mut self) {
         for p in 0..self.inbox.lanes() {
-            self.inbox.push(p, Envelope { from: self.from, seq: u64::MAX, msg: Msg::Done });
+            self.inbox.push(
+                p,
+                Envelope {
+                    from: self.from,
+                    seq: u64::MAX,
+                    msg: Msg::Done,
+                },
+            );
         }
     }
 }
@@ -287,25 +319,60 @@ impl<S: Send> Sink<S> for TagRouter<S> {
     fn events(&mut self, w: i64, batch: Vec<S>) {
         let (part, kind) = (self.cx.index, self.cx.kind);
         let window = if kind == WindowKind::Global { 0 } else { w };
-        let items: Vec<Tagged<S>> =
-            batch.into_iter().map(|x| Tagged { part, window, kind, item: Some(x) }).collect();
+        let items: Vec<Tagged<S>> = batch
+            .into_iter()
+            .map(|x| Tagged {
+                part,
+                window,
+                kind,
+                item: Some(x),
+            })
+            .collect();
         if !items.is_empty() {
             self.seq += 1;
-            self.inbox
-                .push(0, Envelope { from: self.cx.index, seq: self.seq, msg: Msg::Batch(items) });
+            self.inbox.push(
+                0,
+                Envelope {
+                    from: self.cx.index,
+                    seq: self.seq,
+                    msg: Msg::Batch(items),
+                },
+            );
         }
     }
     fn trigger(&mut self, w: i64, _name: &TriggerName, complete: bool) {
         if complete {
-            let window = if self.cx.kind == WindowKind::Global { 0 } else { w };
+            let window = if self.cx.kind == WindowKind::Global {
+                0
+            } else {
+                w
+            };
             self.seq += 1;
-            let t = Tagged { part: self.cx.index, window, kind: self.cx.kind, item: None };
-            self.inbox
-                .push(0, Envelope { from: self.cx.index, seq: self.seq, msg: Msg::Batch(vec![t]) });
+            let t = Tagged {
+                part: self.cx.index,
+                window,
+                kind: self.cx.kind,
+                item: None,
+            };
+            self.inbox.push(
+                0,
+                Envelope {
+                    from: self.cx.index,
+                    seq: self.seq,
+                    msg: Msg::Batch(vec![t]),
+                },
+            );
         }
     }
     fn finish(&mut self) {
-        self.inbox.push(0, Envelope { from: self.cx.index, seq: u64::MAX, msg: Msg::Done });
+        self.inbox.push(
+            0,
+            Envelope {
+                from: self.cx.index,
+                seq: u64::MAX,
+                msg: Msg::Done,
+            },
+        );
     }
 }
 

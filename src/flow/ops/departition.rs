@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::flow::exec::node::LayerNode;
-use crate::flow::exec::sinks::{Tagged, TagRouter, TriggerFn};
+use crate::flow::exec::sinks::{TagRouter, Tagged, TriggerFn};
 use crate::flow::exec::{BoxSink, Built, Cx, Inbox, LaneCtx, Sink, SinkFactory};
 use crate::flow::window::{TriggerName, WindowKind};
 use crate::flow::{make_lanes, Flow, FlowError, Options, Reduced, Shape, TriggerInfo};
@@ -63,7 +63,10 @@ impl<'a, S: Send, D: Send, R: Send> Sink<Tagged<S>> for DepartitionSink<'a, S, D
                     }
                     if p.left == 0 {
                         let p = self.windows.remove(&t.window).expect("window present");
-                        let id = WindowId { kind: p.kind, id: t.window };
+                        let id = WindowId {
+                            kind: p.kind,
+                            id: t.window,
+                        };
                         out.push((self.done)(p.acc.expect("accumulator present"), id));
                     }
                 }
@@ -116,7 +119,11 @@ where
             let inbox = Inbox::<Tagged<S>>::new(1);
             let i = inbox.clone();
             let tagger: SinkFactory<'a, S> = Arc::new(move |lcx: &LaneCtx| {
-                Box::new(TagRouter { inbox: i.clone(), cx: lcx.clone(), seq: 0 })
+                Box::new(TagRouter {
+                    inbox: i.clone(),
+                    cx: lcx.clone(),
+                    seq: 0,
+                })
             });
             let up = upstream.start(tagger, cx)?;
             let parts = up.lanes;
@@ -180,7 +187,13 @@ impl<'a, S: Send + 'a> Flow<'a, S> {
         if self.shape != Shape::Triggered && self.error.is_none() {
             return crate::flow::err_flow(FlowError::Build(DEPARTITION_FIRST.into()));
         }
-        departition(self, Arc::new(init), Arc::new(merge), Arc::new(done), Options::new())
+        departition(
+            self,
+            Arc::new(init),
+            Arc::new(merge),
+            Arc::new(done),
+            Options::new(),
+        )
     }
 }
 

@@ -164,7 +164,16 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
         KR: Fn(&R) -> K + Send + Sync + 'a,
         J: Fn(Option<L>, Option<R>) -> O + Send + Sync + 'a,
     {
-        Self::window_join(mode, left, right, Window::global(), left_key, right_key, join, opts)
+        Self::window_join(
+            mode,
+            left,
+            right,
+            Window::global(),
+            left_key,
+            right_key,
+            join,
+            opts,
+        )
     }
 
     /// Joins two flows on keys per window: both are partitioned by key into a new layer
@@ -208,7 +217,10 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
         KR: Fn(&R) -> K + Send + Sync + 'a,
         J: Fn(Option<L>, Option<R>) -> O + Send + Sync + 'a,
     {
-        for f in [left.error.clone(), right.error.clone()].into_iter().flatten() {
+        for f in [left.error.clone(), right.error.clone()]
+            .into_iter()
+            .flatten()
+        {
             return err_flow(f);
         }
         let r = match opts.window(window).resolve() {
@@ -242,6 +254,7 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
                 let lsink: SinkFactory<'a, L> = Arc::new(move |lcx: &LaneCtx| {
                     Box::new(Xform {
                         f: |v: Vec<L>| v.into_iter().map(Side::Left).collect(),
+                        exact: false,
                         next: Box::new(lr(lcx)),
                         _t: PhantomData,
                     })
@@ -251,6 +264,7 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
                 let rsink: SinkFactory<'a, R> = Arc::new(move |lcx: &LaneCtx| {
                     Box::new(Xform {
                         f: |v: Vec<R>| v.into_iter().map(Side::Right).collect(),
+                        exact: false,
                         next: Box::new(rr(lcx)),
                         _t: PhantomData,
                     })

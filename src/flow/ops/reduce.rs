@@ -44,7 +44,9 @@ pub struct Reduced<'a, A> {
 
 impl<'a, A> std::fmt::Debug for Reduced<'a, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reduced").field("error", &self.error).finish()
+        f.debug_struct("Reduced")
+            .field("error", &self.error)
+            .finish()
     }
 }
 
@@ -67,7 +69,9 @@ pub struct EmitReduced<'a, A, O> {
 
 impl<'a, A, O> std::fmt::Debug for EmitReduced<'a, A, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmitReduced").field("error", &self.error).finish()
+        f.debug_struct("EmitReduced")
+            .field("error", &self.error)
+            .finish()
     }
 }
 
@@ -230,7 +234,10 @@ impl<'a, A: Send + 'a> Reduced<'a, A> {
         Flow {
             build: Box::new(move |tail: SinkFactory<'a, O>, cx: &Cx| {
                 let fire: FireFactory<'a, A> = Arc::new(move |lcx: &LaneCtx| {
-                    Box::new(FireImpl { f: trig.clone(), next: tail(lcx) })
+                    Box::new(FireImpl {
+                        f: trig.clone(),
+                        next: tail(lcx),
+                    })
                 });
                 build(fire, cx)
             }),
@@ -329,7 +336,10 @@ impl<'a, A: Send + 'a, O: Send + 'a> EmitReduced<'a, A, O> {
         Flow {
             build: Box::new(move |tail: SinkFactory<'a, O>, cx: &Cx| {
                 let fire: FireEmitFactory<'a, A, O> = Arc::new(move |lcx: &LaneCtx| {
-                    Box::new(FireImpl { f: trig.clone(), next: tail(lcx) })
+                    Box::new(FireImpl {
+                        f: trig.clone(),
+                        next: tail(lcx),
+                    })
                 });
                 build(fire, cx)
             }),

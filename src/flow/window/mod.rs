@@ -181,7 +181,11 @@ pub(crate) enum Kind<T> {
     Global,
     Count(u64),
     Periodic(Duration),
-    Fixed { duration_ms: i64, by: ByFn<T>, lateness: Duration },
+    Fixed {
+        duration_ms: i64,
+        by: ByFn<T>,
+        lateness: Duration,
+    },
 }
 
 /// A window: how a reducer layer splits its input in time, and its triggers.
@@ -212,9 +216,15 @@ impl<T> Clone for Kind<T> {
             Kind::Global => Kind::Global,
             Kind::Count(n) => Kind::Count(*n),
             Kind::Periodic(p) => Kind::Periodic(*p),
-            Kind::Fixed { duration_ms, by, lateness } => {
-                Kind::Fixed { duration_ms: *duration_ms, by: by.clone(), lateness: *lateness }
-            }
+            Kind::Fixed {
+                duration_ms,
+                by,
+                lateness,
+            } => Kind::Fixed {
+                duration_ms: *duration_ms,
+                by: by.clone(),
+                lateness: *lateness,
+            },
         }
     }
 }
@@ -237,7 +247,11 @@ impl<T> fmt::Debug for Window<T> {
             Kind::Global => "global".to_string(),
             Kind::Count(n) => format!("count({n})"),
             Kind::Periodic(d) => format!("periodic({d:?})"),
-            Kind::Fixed { duration_ms, lateness, .. } => {
+            Kind::Fixed {
+                duration_ms,
+                lateness,
+                ..
+            } => {
                 format!("fixed({duration_ms} ms, lateness {lateness:?})")
             }
         };
@@ -251,7 +265,13 @@ impl<T> fmt::Debug for Window<T> {
 
 impl<T> Window<T> {
     fn new(kind: Kind<T>) -> Self {
-        Window { kind, punct: None, periodically: Vec::new(), clock: None, error: None }
+        Window {
+            kind,
+            punct: None,
+            periodically: Vec::new(),
+            clock: None,
+            error: None,
+        }
     }
 
     /// One window for all events; it completes (trigger `Done`) at the end of input.
@@ -294,7 +314,11 @@ impl<T> Window<T> {
     pub fn periodic(n: u64, unit: Unit) -> Self {
         let mut w = Window::new(Kind::Periodic(Duration::from_millis(unit.to_ms(n).max(1))));
         if n == 0 {
-            w.error = Some(invalid("periodic", n, "expected a positive integer duration"));
+            w.error = Some(invalid(
+                "periodic",
+                n,
+                "expected a positive integer duration",
+            ));
         }
         w
     }
@@ -395,13 +419,20 @@ impl<T> Window<T> {
             let punct = punct.clone();
             let mut state = Some(init());
             Box::new(move |events| {
-                let s = state.take().expect("trigger state is put back after every call");
+                let s = state
+                    .take()
+                    .expect("trigger state is put back after every call");
                 match punct(events, s) {
                     Punctuation::Cont(evs, s) => {
                         state = Some(s);
                         Punct::Cont(evs)
                     }
-                    Punctuation::Trigger { name, pre, pos, state: s } => {
+                    Punctuation::Trigger {
+                        name,
+                        pre,
+                        pos,
+                        state: s,
+                    } => {
                         state = Some(s);
                         Punct::Trigger(TriggerName::Named(name), pre, pos)
                     }
@@ -465,11 +496,20 @@ impl<T> Window<T> {
     /// ```
     pub fn trigger_periodically(mut self, n: u64, unit: Unit) -> Self {
         if n == 0 {
-            self.error = Some(invalid("trigger_periodically", n, "expected a positive integer"));
+            self.error = Some(invalid(
+                "trigger_periodically",
+                n,
+                "expected a positive integer",
+            ));
             return self;
         }
-        self.periodically
-            .insert(0, (Duration::from_millis(unit.to_ms(n)), TriggerName::Periodically(n, unit)));
+        self.periodically.insert(
+            0,
+            (
+                Duration::from_millis(unit.to_ms(n)),
+                TriggerName::Periodically(n, unit),
+            ),
+        );
         self
     }
 
