@@ -49,9 +49,10 @@ pub fn main(build: fn(Option<u64>) -> Vec<Workload>) {
             a => filters.push(a.to_uppercase()),
         }
     }
-    let events = std::env::var("COMPARE_EVENTS")
-        .ok()
-        .map(|v| v.parse::<u64>().expect("COMPARE_EVENTS must be a whole number"));
+    let events = std::env::var("COMPARE_EVENTS").ok().map(|v| {
+        v.parse::<u64>()
+            .expect("COMPARE_EVENTS must be a whole number")
+    });
     let runs: usize = std::env::var("COMPARE_RUNS")
         .ok()
         .map(|v| v.parse().expect("COMPARE_RUNS must be a whole number"))
@@ -62,7 +63,10 @@ pub fn main(build: fn(Option<u64>) -> Vec<Workload>) {
         .into_iter()
         .filter(|w| {
             let base = w.id.split('-').next().unwrap_or(&w.id).to_uppercase();
-            filters.is_empty() || filters.iter().any(|f| *f == base || *f == w.id.to_uppercase())
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| *f == base || *f == w.id.to_uppercase())
         })
         .collect();
     if selected.is_empty() {
