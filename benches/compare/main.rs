@@ -12,12 +12,13 @@
 //! - `COMPARE_EVENTS=N` scales the event count down for a quick run.
 
 mod harness;
+mod stages;
 
 use harness::Workload;
 
 fn workloads(events: Option<u64>) -> Vec<Workload> {
-    let all: Vec<Workload> = Vec::new();
-    let _ = events;
+    let mut all: Vec<Workload> = Vec::new();
+    all.extend(stages::workloads(events));
     all
 }
 

@@ -625,8 +625,6 @@ impl<S: Stage> Runtime<S> {
             acc.push_back(Accumulated::Demand(k));
             return;
         }
-        // Room for what the callback is about to emit, within reason.
-        self.out.reserve(k.min(1 << 16));
         let handle_demand = self.cb.handle_demand;
         self.invoke(|s, ctx| handle_demand(s, k, ctx));
         self.dispatch_out();
@@ -648,7 +646,6 @@ impl<S: Stage> Runtime<S> {
                 });
             }
         }
-        Counters::add(&self.me.shared.metrics.buffered, 0);
         self.me.shared.metrics.buffered.store(
             self.buffer.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
