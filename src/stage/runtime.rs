@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use crossbeam_channel::{bounded, unbounded, Receiver};
+use crossbeam_channel::bounded;
 
 use crate::error::{StartError, SubscribeError};
 
@@ -19,7 +19,9 @@ use super::context::Context;
 use super::dispatcher::{DemandDispatcher, Dispatcher, PendingInfo, Subscriber};
 use super::handle::{Counters, ReplyTo, Shared, SourceRef, StageRef};
 use super::log::{Level, LogSink};
-use super::mailbox::{DispatcherOwner, DownGuard, Downstream, Mail, Mailbox, SubscribeMsg};
+use super::mailbox::{
+    DispatcherOwner, DownGuard, Downstream, Mail, MailQueue, Mailbox, SubscribeMsg,
+};
 use super::options::Spec;
 use super::reason::{next_id, CancelReason, Reason, Tag};
 use super::subscription::{CancelMode, Demand, DemandState, SubscribeOptions, SubscriptionRef};
@@ -158,9 +160,11 @@ pub(crate) fn start<S: Stage>(
             .unwrap_or_else(|| format!("stageflow-{default_name}-{id}"))
             .as_str(),
     );
-    let (tx, rx) = unbounded();
+    let queue = Arc::new(MailQueue::new());
     let me = StageRef {
-        mailbox: Mailbox { tx },
+        mailbox: Mailbox {
+            queue: queue.clone(),
+        },
         shared: Arc::new(Shared::new(id, name.clone(), kind)),
     };
     let (ready_tx, ready_rx) = bounded::<Result<(), StartError>>(1);
@@ -180,10 +184,11 @@ pub(crate) fn start<S: Stage>(
                 cb,
                 thread_me,
             );
+            let mut unread = VecDeque::new();
             match rt.init(spec.subscribe_to) {
                 Ok(()) => {
                     let _ = ready_tx.send(Ok(()));
-                    let reason = rt.run(&rx);
+                    let reason = rt.run(&queue, &mut unread);
                     rt.finish(reason);
                 }
                 Err(e) => {
@@ -195,10 +200,14 @@ pub(crate) fn start<S: Stage>(
                     let _ = ready_tx.send(Err(e));
                 }
             }
-            // Exit is announced before the mailbox goes away, so that a caller whose
-            // request is dropped unanswered finds the reason.
+            // Exit is announced before the mailbox closes, so that a caller whose
+            // request is dropped unanswered finds the reason. Unread messages are
+            // dropped now: subscribe messages among them tell their consumers that
+            // this stage is gone, calls fail with the exit reason.
+            let closed = queue.close();
             drop(rt);
-            drop(rx);
+            drop(unread);
+            drop(closed);
             let _ = shared;
         })
         .map_err(|e| StartError::Spawn(e.to_string()))?;
@@ -322,16 +331,16 @@ impl<S: Stage> Runtime<S> {
         Ok(())
     }
 
-    fn run(&mut self, rx: &Receiver<Mail<S>>) -> Reason {
+    /// Handles mail until the stage stops; what it took but did not handle is left in
+    /// `batch`.
+    fn run(&mut self, queue: &MailQueue<Mail<S>>, batch: &mut VecDeque<Mail<S>>) -> Reason {
         loop {
-            let mail = match rx.recv() {
-                Ok(mail) => mail,
-                // Unreachable while `self.me` holds a sender; stop cleanly regardless.
-                Err(_) => return Reason::Normal,
-            };
-            self.handle(mail);
-            if let Some(reason) = self.stop.take() {
-                return reason;
+            queue.recv_all(batch);
+            while let Some(mail) = batch.pop_front() {
+                self.handle(mail);
+                if let Some(reason) = self.stop.take() {
+                    return reason;
+                }
             }
         }
     }
