@@ -465,15 +465,32 @@ impl<S: Stage> StageRef<S> {
     }
 
     /// Stops the stage with `reason` and waits until it has exited (`terminate` runs).
-    /// Fails with [`CallError::NoProc`] if it had already exited.
+    /// Fails with [`CallError::NoProc`] if it had already exited. Like GenStage's
+    /// `stop/3`, it waits as long as it takes: a stage stuck in a callback is stopped
+    /// only when the callback returns (see [`stop_timeout`](Self::stop_timeout)).
     pub fn stop(&self, reason: Reason) -> Result<(), CallError> {
+        self.send_stop(reason)?;
+        self.join();
+        Ok(())
+    }
+
+    /// [`stop`](Self::stop), waiting at most `timeout` for the exit; the stop request
+    /// stays queued if the stage has not exited by then.
+    pub fn stop_timeout(&self, reason: Reason, timeout: Duration) -> Result<(), CallError> {
+        self.send_stop(reason)?;
+        match self.join_timeout(timeout) {
+            Some(_) => Ok(()),
+            None => Err(CallError::Timeout(timeout)),
+        }
+    }
+
+    fn send_stop(&self, reason: Reason) -> Result<(), CallError> {
         if *self.shared.thread_id.lock() == Some(std::thread::current().id()) {
             return Err(CallError::CallToSelf);
         }
         if !self.exec(move |rt| rt.request_stop(reason)) {
             return Err(CallError::NoProc);
         }
-        self.join();
         Ok(())
     }
 
@@ -485,7 +502,8 @@ impl<S: Stage> StageRef<S> {
         self.exec(|rt| rt.kill())
     }
 
-    /// Waits until the stage has exited and returns its exit reason.
+    /// Waits until the stage has exited and returns its exit reason. A stage must not
+    /// join itself (it would wait forever): stop it with [`Context::stop`](super::Context::stop).
     pub fn join(&self) -> Reason {
         let reason = self
             .shared

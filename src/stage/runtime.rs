@@ -578,9 +578,10 @@ impl<S: Stage> Runtime<S> {
     fn producer_ask(&mut self, tag: Tag, n: usize) {
         if !self.consumers.contains_key(&tag) {
             // GenStage answers `{:cancel, :unknown_subscription}`; we have no address
-            // for an unknown tag, so it is logged instead.
+            // for an unknown tag, so it is logged instead. It happens in normal
+            // operation too: the initial ask of a subscription the dispatcher rejected.
             self.log.log(
-                Level::Error,
+                Level::Info,
                 format!("received ask for unknown subscription {tag}"),
             );
             return;
