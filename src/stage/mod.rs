@@ -37,6 +37,7 @@ mod iter;
 pub mod log;
 pub(crate) mod mailbox;
 mod options;
+pub mod raw;
 mod reason;
 pub(crate) mod runtime;
 mod subscription;

@@ -104,6 +104,12 @@ impl<T: Send + 'static> DemandDispatcher<T> {
         self.pending
     }
 
+    /// The maximum demand asks are checked against: the option if given, else the
+    /// first ask received (`None` until then).
+    pub fn max_demand(&self) -> Option<usize> {
+        self.max_demand
+    }
+
     /// Whether the one-time shuffle is still to happen.
     pub fn shuffle_pending(&self) -> bool {
         self.shuffle
