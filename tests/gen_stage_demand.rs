@@ -79,8 +79,27 @@ fn assert_80_percent(inbox: &Inbox) {
     assert_receive!(inbox, Msg::Consumed(b) if *b == doubled(0..20));
     assert_receive!(inbox, Msg::Consumed(b) if *b == doubled(20..40));
     assert_receive!(inbox, Msg::PcConsumed(b) if *b == ints(100..120));
-    assert_receive!(inbox, Msg::Consumed(b) if *b == doubled(120..125));
-    assert_receive!(inbox, Msg::Consumed(b) if *b == doubled(125..140));
+    // GenStage's test goes on with doubled(120..125) then doubled(125..140). Where the
+    // consumer's batches split after its first 100 events depends on whether the
+    // producer's answers to the producer-consumer's asks arrive before the consumer's
+    // next ask: a race that the BEAM's scheduler settles one way and threads settle
+    // either way (seen both on a loaded 2-core machine). What holds in every
+    // interleaving: the consumer gets doubled(40..140) next, in order, in batches of at
+    // most max_demand - min_demand = 50 events.
+    let want = doubled(40..140);
+    let mut seen = Vec::new();
+    while seen.len() < want.len() {
+        let Msg::Consumed(batch) = assert_receive!(inbox, Msg::Consumed(_)) else {
+            unreachable!("assert_receive returns a matching message")
+        };
+        assert!(
+            batch.len() <= 50,
+            "a batch of {} events exceeds max - min = 50",
+            batch.len()
+        );
+        seen.extend(batch);
+    }
+    assert_eq!(seen[..want.len()], want[..]);
 }
 
 fn assert_20_percent(inbox: &Inbox) {
