@@ -36,6 +36,12 @@ fn time(run: &mut Run) -> Result<f64, String> {
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// `COMPARE_ONLY=stageflow|baseline` runs one side only (for profilers); its
+/// ratio column then means nothing.
+fn skip(side: &str) -> bool {
+    matches!(std::env::var("COMPARE_ONLY"), Ok(only) if only != side)
+}
+
 /// Parses the command line, builds the workloads and prints the comparison.
 pub fn main(build: fn(Option<u64>) -> Vec<Workload>) {
     let mut json = false;
@@ -83,7 +89,18 @@ pub fn main(build: fn(Option<u64>) -> Vec<Workload>) {
         let mut theirs = Vec::with_capacity(runs);
         let mut error = None;
         // One warm-up of each side, then alternate so drift hits both equally.
-        let warm = time(&mut w.stageflow).and_then(|_| time(&mut w.hand_written));
+        let warm = if skip("stageflow") {
+            Ok(0.0)
+        } else {
+            time(&mut w.stageflow)
+        };
+        let warm = warm.and_then(|_| {
+            if skip("baseline") {
+                Ok(0.0)
+            } else {
+                time(&mut w.hand_written)
+            }
+        });
         if let Err(e) = warm {
             error = Some(e);
         }
@@ -91,7 +108,19 @@ pub fn main(build: fn(Option<u64>) -> Vec<Workload>) {
             if error.is_some() {
                 break;
             }
-            match time(&mut w.stageflow).and_then(|a| time(&mut w.hand_written).map(|b| (a, b))) {
+            let a = if skip("stageflow") {
+                Ok(1.0)
+            } else {
+                time(&mut w.stageflow)
+            };
+            let pair = a.and_then(|a| {
+                if skip("baseline") {
+                    Ok((a, 1.0))
+                } else {
+                    time(&mut w.hand_written).map(|b| (a, b))
+                }
+            });
+            match pair {
                 Ok((a, b)) => {
                     ours.push(a);
                     theirs.push(b);

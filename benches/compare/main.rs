@@ -12,6 +12,7 @@
 //! - `COMPARE_EVENTS=N` scales the event count down for a quick run.
 
 mod harness;
+mod stages;
 mod w5;
 mod w6;
 mod w7;
@@ -20,13 +21,13 @@ mod words;
 use harness::Workload;
 
 fn workloads(events: Option<u64>) -> Vec<Workload> {
-    // Built lazily per id would save W5's file check when filtering; the check is
-    // cached in target/ so it is cheap after the first run.
-    vec![
-        w5::workload(events),
-        w6::workload(events),
-        w7::workload(events),
-    ]
+    let mut all: Vec<Workload> = Vec::new();
+    all.extend(stages::workloads(events));
+    // W5's input is generated and verified once, cached in target/.
+    all.push(w5::workload(events));
+    all.push(w6::workload(events));
+    all.push(w7::workload(events));
+    all
 }
 
 fn main() {

@@ -1,0 +1,146 @@
+//! Dispatchers: how a producer spreads its events over its consumers.
+//!
+//! A dispatcher is owned by one producer (or producer-consumer) and runs on its thread.
+//! It learns about subscriptions, cancels and asks, tells the stage how much demand to
+//! serve, and sends events to consumers itself. This is GenStage's
+//! `GenStage.Dispatcher` behaviour (reference/genstage.md §5.1) with Rust types:
+//! events that cannot be delivered are handed back as leftovers and go to the
+//! producer's buffer.
+//!
+//! [`DemandDispatcher`] is the default. Every dispatcher can be tested on its own with
+//! a [`Probe`], which records what the dispatcher sent.
+
+mod demand;
+mod probe;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use demand::{DemandDispatcher, DemandDispatcherOptions};
+pub use probe::{Probe, Received};
+
+use super::log::LogSink;
+use super::mailbox::{DispatcherOwner, Downstream};
+use super::reason::{Reason, Tag};
+use super::subscription::SubscribeOptions;
+
+/// How a producer hands events to its consumers.
+///
+/// The stage calls these methods on its own thread, in the order the protocol events
+/// happen. Demand values returned are what the stage must now serve: first from its
+/// buffer, then by calling `handle_demand`.
+pub trait Dispatcher<T: Send + 'static>: Send + 'static {
+    /// A consumer subscribed. Returns demand to serve now (the built-in dispatchers
+    /// return 0), or a reason to reject the subscription: the consumer then receives
+    /// a cancel with that reason and the producer keeps running.
+    fn subscribe(
+        &mut self,
+        subscriber: Subscriber<T>,
+        opts: &SubscribeOptions<T>,
+    ) -> Result<usize, Reason>;
+
+    /// The subscription `tag` ended. Returns demand to serve now. Called only for
+    /// subscriptions that `subscribe` accepted.
+    fn cancel(&mut self, tag: Tag) -> usize;
+
+    /// The consumer of `tag` asked for `n > 0` more events. Returns demand to serve.
+    fn ask(&mut self, tag: Tag, n: usize) -> usize;
+
+    /// Sends what it can of `events` (never empty) to consumers and returns the rest,
+    /// in order, which the producer buffers.
+    fn dispatch(&mut self, events: Vec<T>) -> Vec<T>;
+
+    /// Delivers `info` to the stage's `handle_info` once every event the dispatcher
+    /// holds internally has been sent. The default delivers it at once.
+    fn info(&mut self, info: PendingInfo) {
+        info.deliver();
+    }
+
+    /// The owning stage hands over its log sink when it starts, so the dispatcher's
+    /// warnings go where the stage's go. The default ignores it.
+    fn set_log(&mut self, log: LogSink) {
+        let _ = log;
+    }
+}
+
+/// One subscription as a dispatcher sees it: where to send events, and who the
+/// consumer is.
+pub struct Subscriber<T> {
+    pub(crate) tag: Tag,
+    pub(crate) consumer_id: u64,
+    pub(crate) consumer: Arc<dyn Downstream<T>>,
+    pub(crate) owner: Arc<dyn DispatcherOwner>,
+}
+
+impl<T> Clone for Subscriber<T> {
+    fn clone(&self) -> Self {
+        Subscriber {
+            tag: self.tag,
+            consumer_id: self.consumer_id,
+            consumer: self.consumer.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Subscriber<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("tag", &self.tag)
+            .field("consumer_id", &self.consumer_id)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Subscriber<T> {
+    /// The subscription's tag.
+    pub fn tag(&self) -> Tag {
+        self.tag
+    }
+
+    /// Identifies the consuming stage: two subscriptions of the same consumer have the
+    /// same id (the broadcast dispatcher refuses the second one).
+    pub fn consumer_id(&self) -> u64 {
+        self.consumer_id
+    }
+
+    /// Sends one message of events to the consumer. Returns false when the consumer
+    /// is gone (its exit reaches the producer as a cancel, so nothing else to do).
+    pub fn send(&self, events: Vec<T>) -> bool {
+        self.consumer.events(self.tag, events)
+    }
+
+    /// Asks the owning producer, on this subscriber's behalf, for `n` more events
+    /// (the broadcast dispatcher does this for events a selector filtered out).
+    pub fn ask_owner(&self, n: usize) {
+        if n > 0 {
+            self.owner.self_ask(self.tag, n);
+        }
+    }
+}
+
+/// An info message (from `sync_info`/`async_info`) that a dispatcher must deliver to
+/// its stage once everything queued before it was sent.
+pub struct PendingInfo {
+    pub(crate) id: u64,
+    pub(crate) owner: Arc<dyn DispatcherOwner>,
+}
+
+impl fmt::Debug for PendingInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PendingInfo({})", self.id)
+    }
+}
+
+impl PendingInfo {
+    /// The info's identity (stable, for tests and logs).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Hands the info to the stage: it reaches `handle_info` after the messages the
+    /// stage already has.
+    pub fn deliver(self) {
+        self.owner.release_info(self.id);
+    }
+}

@@ -1,0 +1,526 @@
+//! Typed handles to running stages: subscribe, call, cast, info, stop, join.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{CallError, SubscribeError};
+
+use super::mailbox::{Mail, Mailbox, Upstream};
+use super::reason::{Reason, Tag};
+use super::runtime::Runtime;
+use super::subscription::SubscribeOptions;
+use super::{DemandMode, HandleCall, HandleCast, HandleInfo, Kind, Stage};
+
+/// GenStage's default timeout of synchronous requests.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// State of a stage shared by its thread and all its handles.
+pub(crate) struct Shared {
+    pub(crate) id: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: Kind,
+    exit: Mutex<Option<Reason>>,
+    exited: Condvar,
+    pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) thread_id: Mutex<Option<ThreadId>>,
+    pub(crate) metrics: Counters,
+}
+
+/// Counters updated once per batch by the stage's thread.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) events_in: AtomicU64,
+    pub(crate) events_out: AtomicU64,
+    pub(crate) discarded: AtomicU64,
+    pub(crate) buffered: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(id: u64, name: Arc<str>, kind: Kind) -> Self {
+        Shared {
+            id,
+            name,
+            kind,
+            exit: Mutex::new(None),
+            exited: Condvar::new(),
+            thread: Mutex::new(None),
+            thread_id: Mutex::new(None),
+            metrics: Counters::default(),
+        }
+    }
+
+    pub(crate) fn set_exit(&self, reason: Reason) {
+        let mut exit = self.exit.lock();
+        if exit.is_none() {
+            *exit = Some(reason);
+        }
+        self.exited.notify_all();
+    }
+
+    pub(crate) fn exit_reason(&self) -> Option<Reason> {
+        self.exit.lock().clone()
+    }
+
+    fn wait_exit(&self, deadline: Option<Instant>) -> Option<Reason> {
+        let mut exit = self.exit.lock();
+        while exit.is_none() {
+            match deadline {
+                None => self.exited.wait(&mut exit),
+                Some(d) => {
+                    if self.exited.wait_until(&mut exit, d).timed_out() {
+                        break;
+                    }
+                }
+            }
+        }
+        exit.clone()
+    }
+}
+
+/// A snapshot of a stage's counters.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct StageMetrics {
+    /// Events received from producers.
+    pub events_in: u64,
+    /// Events delivered to consumers.
+    pub events_out: u64,
+    /// Events dropped from the output buffer (its `buffer_keep` policy).
+    pub discarded: u64,
+    /// Events in the output buffer at the last change.
+    pub buffered: u64,
+}
+
+/// A handle to a running stage of type `S`. Cheap to clone; every clone addresses the
+/// same stage. Requests to a stage that has exited fail at once with
+/// [`CallError::NoProc`].
+pub struct StageRef<S: Stage> {
+    pub(crate) mailbox: Mailbox<S>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S: Stage> Clone for StageRef<S> {
+    fn clone(&self) -> Self {
+        StageRef {
+            mailbox: self.mailbox.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: Stage> fmt::Debug for StageRef<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StageRef({} #{})", self.shared.name, self.shared.id)
+    }
+}
+
+/// The other end of a call: send the reply with [`ReplyTo::reply`]. Clone it to
+/// answer later, from another callback.
+pub struct ReplyTo<R> {
+    pub(crate) tx: Sender<R>,
+}
+
+impl<R> Clone for ReplyTo<R> {
+    fn clone(&self) -> Self {
+        ReplyTo {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<R> fmt::Debug for ReplyTo<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReplyTo")
+    }
+}
+
+impl<R> ReplyTo<R> {
+    /// Sends the reply. Returns false if the caller no longer waits (it timed out, or
+    /// a reply was already sent).
+    pub fn reply(&self, reply: R) -> bool {
+        self.tx.try_send(reply).is_ok()
+    }
+}
+
+/// Something consumers can subscribe to for events of type `T`: a producer or a
+/// producer-consumer handle.
+pub trait Source<T> {
+    /// The type-erased address consumers subscribe with.
+    fn source(&self) -> SourceRef<T>;
+}
+
+/// The address of a producer of `T`, whatever its stage type.
+pub struct SourceRef<T> {
+    pub(crate) upstream: Arc<dyn Upstream<T>>,
+    pub(crate) kind: Kind,
+    pub(crate) id: u64,
+    pub(crate) forward: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl<T> Clone for SourceRef<T> {
+    fn clone(&self) -> Self {
+        SourceRef {
+            upstream: self.upstream.clone(),
+            kind: self.kind,
+            id: self.id,
+            forward: self.forward.clone(),
+        }
+    }
+}
+
+impl<T> Source<T> for SourceRef<T> {
+    fn source(&self) -> SourceRef<T> {
+        self.clone()
+    }
+}
+
+impl<T> SourceRef<T> {
+    /// The producing stage's unique id.
+    pub fn stage_id(&self) -> u64 {
+        self.id
+    }
+    /// Switches the producer to [`DemandMode::Forward`] (a no-op on other kinds).
+    pub fn forward(&self) {
+        (self.forward)()
+    }
+}
+
+impl<S: Stage> Source<S::Out> for StageRef<S> {
+    fn source(&self) -> SourceRef<S::Out> {
+        let me = self.clone();
+        SourceRef {
+            upstream: Arc::new(self.mailbox.clone()),
+            kind: self.shared.kind,
+            id: self.shared.id,
+            forward: Arc::new(move || {
+                let _ = me.set_demand_mode(DemandMode::Forward);
+            }),
+        }
+    }
+}
+
+impl<S: Stage> StageRef<S> {
+    /// The stage's unique id.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The stage's name (its thread's name).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Producer, producer-consumer or consumer.
+    pub fn kind(&self) -> Kind {
+        self.shared.kind
+    }
+
+    /// Whether the stage is still running.
+    pub fn is_alive(&self) -> bool {
+        self.shared.exit_reason().is_none()
+    }
+
+    /// The exit reason, once the stage has exited.
+    pub fn exit_reason(&self) -> Option<Reason> {
+        self.shared.exit_reason()
+    }
+
+    /// Counters of events in, out, discarded and buffered.
+    pub fn metrics(&self) -> StageMetrics {
+        let m = &self.shared.metrics;
+        StageMetrics {
+            events_in: m.events_in.load(Ordering::Relaxed),
+            events_out: m.events_out.load(Ordering::Relaxed),
+            discarded: m.discarded.load(Ordering::Relaxed),
+            buffered: m.buffered.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn exec(&self, f: impl FnOnce(&mut Runtime<S>) + Send + 'static) -> bool {
+        self.mailbox.send(Mail::Exec(Box::new(f)))
+    }
+
+    /// Runs `f` on the stage's thread and waits for its answer.
+    pub(crate) fn request<R: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Runtime<S>, &ReplyTo<R>) + Send + 'static,
+    ) -> Result<R, CallError> {
+        if *self.shared.thread_id.lock() == Some(std::thread::current().id()) {
+            return Err(CallError::CallToSelf);
+        }
+        let (tx, rx) = bounded(1);
+        let reply = ReplyTo { tx };
+        if !self.exec(move |rt| f(rt, &reply)) {
+            return Err(CallError::NoProc);
+        }
+        let deadline = Instant::now() + timeout;
+        match rx.recv_timeout(timeout) {
+            Ok(r) => Ok(r),
+            Err(RecvTimeoutError::Timeout) => Err(CallError::Timeout(timeout)),
+            // The request was dropped unanswered: the stage exited.
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(match self.shared.wait_exit(Some(deadline)) {
+                    Some(reason) => CallError::Exited(reason),
+                    None => CallError::Timeout(timeout),
+                })
+            }
+        }
+    }
+
+    /// Sends `request` to `handle_call` and waits up to 5 seconds for the reply.
+    pub fn call<R: Send + 'static>(&self, request: R) -> Result<S::Reply, CallError>
+    where
+        S: HandleCall<R>,
+    {
+        self.call_timeout(request, DEFAULT_TIMEOUT)
+    }
+
+    /// [`call`](Self::call) with a timeout of your choice.
+    pub fn call_timeout<R: Send + 'static>(
+        &self,
+        request: R,
+        timeout: Duration,
+    ) -> Result<S::Reply, CallError>
+    where
+        S: HandleCall<R>,
+    {
+        self.request(timeout, move |rt, reply| rt.handle_call(request, reply))
+    }
+
+    /// Sends `message` to `handle_cast` without waiting. Fails only when the stage is
+    /// not alive.
+    pub fn cast<M: Send + 'static>(&self, message: M) -> Result<(), CallError>
+    where
+        S: HandleCast<M>,
+    {
+        if self.exec(move |rt| rt.handle_cast(message)) {
+            Ok(())
+        } else {
+            Err(CallError::NoProc)
+        }
+    }
+
+    /// Sends `message` to `handle_info` at once (like sending a plain message).
+    pub fn send_info<M: Send + 'static>(&self, message: M) -> Result<(), CallError>
+    where
+        S: HandleInfo<M>,
+    {
+        if self.exec(move |rt| rt.run_info(Box::new(move |s, ctx| s.handle_info(message, ctx)))) {
+            Ok(())
+        } else {
+            Err(CallError::NoProc)
+        }
+    }
+
+    /// Queues `message` for `handle_info` behind every event the stage has buffered
+    /// now, and waits until it is queued (GenStage's `sync_info`). On a consumer it is
+    /// delivered at once.
+    pub fn sync_info<M: Send + 'static>(&self, message: M) -> Result<(), CallError>
+    where
+        S: HandleInfo<M>,
+    {
+        self.request(DEFAULT_TIMEOUT, move |rt, reply| {
+            rt.queue_info(Box::new(move |s, ctx| s.handle_info(message, ctx)));
+            reply.reply(());
+        })
+    }
+
+    /// [`sync_info`](Self::sync_info) without waiting (GenStage's `async_info`).
+    /// A stage may use it on itself to stop after its last events were dispatched.
+    pub fn async_info<M: Send + 'static>(&self, message: M) -> Result<(), CallError>
+    where
+        S: HandleInfo<M>,
+    {
+        if self.exec(move |rt| rt.queue_info(Box::new(move |s, ctx| s.handle_info(message, ctx)))) {
+            Ok(())
+        } else {
+            Err(CallError::NoProc)
+        }
+    }
+
+    fn check_subscribe<T>(&self, producer: &SourceRef<T>) -> Result<(), SubscribeError> {
+        if self.shared.kind == Kind::Producer {
+            return Err(SubscribeError::NotAConsumer);
+        }
+        if producer.kind == Kind::Consumer {
+            return Err(SubscribeError::NotAProducer);
+        }
+        Ok(())
+    }
+
+    /// Subscribes this consumer (or producer-consumer) to `producer` and waits until
+    /// the subscription is sent (GenStage's `sync_subscribe`: it does not wait for the
+    /// producer). Returns the subscription's tag.
+    pub fn subscribe(
+        &self,
+        producer: &impl Source<S::In>,
+        opts: SubscribeOptions<S::In>,
+    ) -> Result<Tag, SubscribeError> {
+        self.resubscribe_inner(producer.source(), opts, None)
+    }
+
+    /// Like [`subscribe`](Self::subscribe), but the producer first cancels the
+    /// subscription `old` with `reason` (GenStage's `sync_resubscribe`). The old
+    /// subscription's cancel then reaches this consumer, which reacts by that
+    /// subscription's cancel mode: use [`CancelMode::Temporary`](super::CancelMode)
+    /// for subscriptions you plan to replace.
+    pub fn resubscribe(
+        &self,
+        old: Tag,
+        reason: Reason,
+        producer: &impl Source<S::In>,
+        opts: SubscribeOptions<S::In>,
+    ) -> Result<Tag, SubscribeError> {
+        self.resubscribe_inner(producer.source(), opts, Some((old, reason)))
+    }
+
+    fn resubscribe_inner(
+        &self,
+        producer: SourceRef<S::In>,
+        opts: SubscribeOptions<S::In>,
+        current: Option<(Tag, Reason)>,
+    ) -> Result<Tag, SubscribeError> {
+        self.check_subscribe(&producer)?;
+        opts.validate()?;
+        self.request(DEFAULT_TIMEOUT, move |rt, reply| {
+            reply.reply(rt.consumer_subscribe(producer, opts, current));
+        })?
+    }
+
+    /// Subscribes without waiting (GenStage's `async_subscribe`). Option errors are
+    /// still returned, since they are known before anything is sent.
+    pub fn async_subscribe(
+        &self,
+        producer: &impl Source<S::In>,
+        opts: SubscribeOptions<S::In>,
+    ) -> Result<(), SubscribeError> {
+        self.async_resubscribe_inner(producer.source(), opts, None)
+    }
+
+    /// Resubscribes without waiting (GenStage's `async_resubscribe`).
+    pub fn async_resubscribe(
+        &self,
+        old: Tag,
+        reason: Reason,
+        producer: &impl Source<S::In>,
+        opts: SubscribeOptions<S::In>,
+    ) -> Result<(), SubscribeError> {
+        self.async_resubscribe_inner(producer.source(), opts, Some((old, reason)))
+    }
+
+    fn async_resubscribe_inner(
+        &self,
+        producer: SourceRef<S::In>,
+        opts: SubscribeOptions<S::In>,
+        current: Option<(Tag, Reason)>,
+    ) -> Result<(), SubscribeError> {
+        self.check_subscribe(&producer)?;
+        opts.validate()?;
+        if self.exec(move |rt| {
+            let _ = rt.consumer_subscribe(producer, opts, current);
+        }) {
+            Ok(())
+        } else {
+            Err(SubscribeError::Call(CallError::NoProc))
+        }
+    }
+
+    /// The producer's demand mode ([`DemandMode::Forward`] for other kinds).
+    pub fn demand_mode(&self) -> Result<DemandMode, CallError> {
+        self.request(DEFAULT_TIMEOUT, |rt, reply| {
+            reply.reply(rt.demand_mode());
+        })
+    }
+
+    /// Switches a producer's demand mode without waiting (GenStage's `demand/2`).
+    /// Switching to `Forward` replays what was accumulated, oldest first. On other
+    /// kinds it logs an error, as GenStage does (`Forward` on a producer-consumer is a
+    /// silent no-op).
+    pub fn set_demand_mode(&self, mode: DemandMode) -> Result<(), CallError> {
+        if self.exec(move |rt| rt.set_demand_mode(mode)) {
+            Ok(())
+        } else {
+            Err(CallError::NoProc)
+        }
+    }
+
+    /// Events in the output buffer (not counting a producer-consumer's unprocessed
+    /// input). 0 on a consumer.
+    pub fn estimate_buffered_count(&self) -> Result<usize, CallError> {
+        self.request(DEFAULT_TIMEOUT, |rt, reply| {
+            reply.reply(rt.buffered_count());
+        })
+    }
+
+    /// Stops the stage with `reason` and waits until it has exited (`terminate` runs).
+    /// Fails with [`CallError::NoProc`] if it had already exited. Like GenStage's
+    /// `stop/3`, it waits as long as it takes: a stage stuck in a callback is stopped
+    /// only when the callback returns (see [`stop_timeout`](Self::stop_timeout)).
+    pub fn stop(&self, reason: Reason) -> Result<(), CallError> {
+        self.send_stop(reason)?;
+        self.join();
+        Ok(())
+    }
+
+    /// [`stop`](Self::stop), waiting at most `timeout` for the exit; the stop request
+    /// stays queued if the stage has not exited by then.
+    pub fn stop_timeout(&self, reason: Reason, timeout: Duration) -> Result<(), CallError> {
+        self.send_stop(reason)?;
+        match self.join_timeout(timeout) {
+            Some(_) => Ok(()),
+            None => Err(CallError::Timeout(timeout)),
+        }
+    }
+
+    fn send_stop(&self, reason: Reason) -> Result<(), CallError> {
+        if *self.shared.thread_id.lock() == Some(std::thread::current().id()) {
+            return Err(CallError::CallToSelf);
+        }
+        if !self.exec(move |rt| rt.request_stop(reason)) {
+            return Err(CallError::NoProc);
+        }
+        Ok(())
+    }
+
+    /// Makes the stage exit with [`Reason::Killed`] as soon as it reads this request,
+    /// without running `terminate` (the analogue of BEAM's `Process.exit(pid, :kill)`;
+    /// a thread cannot be killed from outside, so messages already queued before it
+    /// are still handled). Returns false if the stage had already exited.
+    pub fn kill(&self) -> bool {
+        self.exec(|rt| rt.kill())
+    }
+
+    /// Waits until the stage has exited and returns its exit reason. A stage must not
+    /// join itself (it would wait forever): stop it with [`Context::stop`](super::Context::stop).
+    pub fn join(&self) -> Reason {
+        let reason = self
+            .shared
+            .wait_exit(None)
+            .expect("wait_exit without deadline returns a reason");
+        if let Some(handle) = self.shared.thread.lock().take() {
+            let _ = handle.join();
+        }
+        reason
+    }
+
+    /// Waits at most `timeout` for the stage to exit; `None` if it is still running.
+    pub fn join_timeout(&self, timeout: Duration) -> Option<Reason> {
+        let reason = self.shared.wait_exit(Some(Instant::now() + timeout))?;
+        if let Some(handle) = self.shared.thread.lock().take() {
+            let _ = handle.join();
+        }
+        Some(reason)
+    }
+}

@@ -1,0 +1,235 @@
+//! Start options of the three kinds of stage, with GenStage's defaults.
+
+use crate::error::OptionsError;
+
+use super::buffer::{BufferKeep, BufferSize};
+use super::dispatcher::Dispatcher;
+use super::handle::{Source, SourceRef};
+use super::log::LogSink;
+use super::subscription::SubscribeOptions;
+use super::DemandMode;
+
+/// Everything `runtime::start` needs, whatever the kind.
+pub(crate) struct Spec<I, O> {
+    pub(crate) name: Option<String>,
+    pub(crate) log: Option<LogSink>,
+    pub(crate) buffer_size: BufferSize,
+    pub(crate) buffer_keep: BufferKeep,
+    pub(crate) demand: DemandMode,
+    pub(crate) dispatcher: Option<Box<dyn Dispatcher<O>>>,
+    pub(crate) subscribe_to: Vec<(SourceRef<I>, SubscribeOptions<I>)>,
+}
+
+impl<I, O> Default for Spec<I, O> {
+    fn default() -> Self {
+        Spec {
+            name: None,
+            log: None,
+            buffer_size: BufferSize::default(),
+            buffer_keep: BufferKeep::default(),
+            demand: DemandMode::Forward,
+            dispatcher: None,
+            subscribe_to: Vec::new(),
+        }
+    }
+}
+
+impl<I, O> Spec<I, O> {
+    fn check_subscriptions(&self) -> Result<(), OptionsError> {
+        for (_, opts) in &self.subscribe_to {
+            opts.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Options of a producer. Defaults: buffer of 10 000 events keeping the last,
+/// [`DemandMode::Forward`], a [`DemandDispatcher`](super::dispatcher::DemandDispatcher).
+///
+/// ```
+/// use stageflow::{BufferKeep, BufferSize, DemandMode, ProducerOptions};
+/// let o = ProducerOptions::<u64>::new()
+///     .buffer_size(BufferSize::Finite(5))
+///     .buffer_keep(BufferKeep::First)
+///     .demand(DemandMode::Accumulate)
+///     .name("numbers");
+/// # let _ = o;
+/// ```
+pub struct ProducerOptions<T> {
+    spec: Spec<super::Never, T>,
+}
+
+impl<T: Send + 'static> Default for ProducerOptions<T> {
+    fn default() -> Self {
+        ProducerOptions {
+            spec: Spec::default(),
+        }
+    }
+}
+
+impl<T: Send + 'static> ProducerOptions<T> {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Capacity of the output buffer (default 10 000 events).
+    pub fn buffer_size(mut self, size: BufferSize) -> Self {
+        self.spec.buffer_size = size;
+        self
+    }
+    /// What to keep when the buffer overflows (default [`BufferKeep::Last`]).
+    pub fn buffer_keep(mut self, keep: BufferKeep) -> Self {
+        self.spec.buffer_keep = keep;
+        self
+    }
+    /// Initial demand mode (default [`DemandMode::Forward`]).
+    pub fn demand(mut self, mode: DemandMode) -> Self {
+        self.spec.demand = mode;
+        self
+    }
+    /// The dispatcher (default [`DemandDispatcher`](super::dispatcher::DemandDispatcher)).
+    pub fn dispatcher(mut self, d: impl Dispatcher<T>) -> Self {
+        self.spec.dispatcher = Some(Box::new(d));
+        self
+    }
+    /// The stage's name: its thread's name and the name in its log lines.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.spec.name = Some(name.into());
+        self
+    }
+    /// Where the stage's log lines go (default: warnings and errors to stderr).
+    pub fn log(mut self, sink: LogSink) -> Self {
+        self.spec.log = Some(sink);
+        self
+    }
+    pub(crate) fn into_spec(self) -> Spec<super::Never, T> {
+        self.spec
+    }
+}
+
+/// Options of a consumer: its name, log sink and the producers to subscribe to when it
+/// starts (GenStage's `:subscribe_to`).
+///
+/// Unlike GenStage, which logs bad `subscribe_to` options and starts without that
+/// subscription, an invalid entry makes `start_consumer` return
+/// [`StartError::BadOptions`](crate::StartError::BadOptions): nothing is silently lost.
+///
+/// ```
+/// use stageflow::prelude::*;
+/// let source = from_iter(0..10u32, FromIterOptions::new())?;
+/// let opts = ConsumerOptions::new()
+///     .subscribe_to(&source, SubscribeOptions::new().max_demand(0));
+/// struct Sink;
+/// impl Stage for Sink { type In = u32; type Out = Never; }
+/// impl Consumer for Sink {
+///     fn handle_events(&mut self, _: Vec<u32>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {}
+/// }
+/// let err = start_consumer(Sink, opts).unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "bad options: expected max_demand to be equal to or greater than 1, got: 0"
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ConsumerOptions<T> {
+    spec: Spec<T, super::Never>,
+}
+
+impl<T: Send + 'static> Default for ConsumerOptions<T> {
+    fn default() -> Self {
+        ConsumerOptions {
+            spec: Spec::default(),
+        }
+    }
+}
+
+impl<T: Send + 'static> ConsumerOptions<T> {
+    /// The defaults: no subscriptions.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Subscribe to `producer` with `opts` when the stage starts (in order).
+    pub fn subscribe_to(mut self, producer: &impl Source<T>, opts: SubscribeOptions<T>) -> Self {
+        self.spec.subscribe_to.push((producer.source(), opts));
+        self
+    }
+    /// The stage's name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.spec.name = Some(name.into());
+        self
+    }
+    /// Where the stage's log lines go.
+    pub fn log(mut self, sink: LogSink) -> Self {
+        self.spec.log = Some(sink);
+        self
+    }
+    pub(crate) fn into_spec(self) -> Result<Spec<T, super::Never>, OptionsError> {
+        self.spec.check_subscriptions()?;
+        Ok(self.spec)
+    }
+}
+
+/// Options of a producer-consumer: the producer options (its buffer is unbounded by
+/// default, as in GenStage, because it only processes input while it has demand) and
+/// the consumer options.
+///
+/// ```
+/// use stageflow::{BufferSize, ProducerConsumerOptions};
+/// let o = ProducerConsumerOptions::<u32, String>::new().buffer_size(BufferSize::Finite(100));
+/// # let _ = o;
+/// ```
+pub struct ProducerConsumerOptions<I, O> {
+    spec: Spec<I, O>,
+}
+
+impl<I: Send + 'static, O: Send + 'static> Default for ProducerConsumerOptions<I, O> {
+    fn default() -> Self {
+        ProducerConsumerOptions {
+            spec: Spec {
+                buffer_size: BufferSize::Infinite,
+                ..Spec::default()
+            },
+        }
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> ProducerConsumerOptions<I, O> {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Subscribe to `producer` with `opts` when the stage starts (in order).
+    pub fn subscribe_to(mut self, producer: &impl Source<I>, opts: SubscribeOptions<I>) -> Self {
+        self.spec.subscribe_to.push((producer.source(), opts));
+        self
+    }
+    /// Capacity of the output buffer (default unbounded).
+    pub fn buffer_size(mut self, size: BufferSize) -> Self {
+        self.spec.buffer_size = size;
+        self
+    }
+    /// What to keep when the buffer overflows (default [`BufferKeep::Last`]).
+    pub fn buffer_keep(mut self, keep: BufferKeep) -> Self {
+        self.spec.buffer_keep = keep;
+        self
+    }
+    /// The dispatcher (default [`DemandDispatcher`](super::dispatcher::DemandDispatcher)).
+    pub fn dispatcher(mut self, d: impl Dispatcher<O>) -> Self {
+        self.spec.dispatcher = Some(Box::new(d));
+        self
+    }
+    /// The stage's name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.spec.name = Some(name.into());
+        self
+    }
+    /// Where the stage's log lines go.
+    pub fn log(mut self, sink: LogSink) -> Self {
+        self.spec.log = Some(sink);
+        self
+    }
+    pub(crate) fn into_spec(self) -> Result<Spec<I, O>, OptionsError> {
+        self.spec.check_subscriptions()?;
+        Ok(self.spec)
+    }
+}

@@ -1,0 +1,917 @@
+//! The thread loop of a stage: mailbox → callbacks → dispatcher.
+//!
+//! One `Runtime` per stage, owned by the stage's thread; nothing in it is shared, so
+//! no lock guards user state. The algorithms follow GenStage's code exactly
+//! (reference/genstage.md §3–§4): the consumer's batch split and re-ask rule, the
+//! producer's buffer-first demand handling, accumulate/forward replay, and the
+//! producer-consumer's input queue processed only while downstream demand lasts.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crossbeam_channel::bounded;
+
+use crate::error::{StartError, SubscribeError};
+
+use super::buffer::Buffer;
+use super::context::Context;
+use super::dispatcher::{DemandDispatcher, Dispatcher, PendingInfo, Subscriber};
+use super::handle::{Counters, ReplyTo, Shared, SourceRef, StageRef};
+use super::log::{Level, LogSink};
+use super::mailbox::{
+    DispatcherOwner, DownGuard, Downstream, Mail, MailQueue, Mailbox, SubscribeMsg,
+};
+use super::options::Spec;
+use super::reason::{next_id, CancelReason, Reason, Tag};
+use super::subscription::{CancelMode, Demand, DemandState, SubscribeOptions, SubscriptionRef};
+use super::{
+    Consumer, DemandMode, HandleCall, HandleCast, Init, Kind, Never, Peer, Producer,
+    ProducerConsumer, Stage,
+};
+
+/// A deferred call of `handle_info` (or any callback-like work) on the stage.
+pub(crate) type InfoFn<S> = Box<dyn FnOnce(&mut S, &mut Context<'_, S>) + Send>;
+
+/// `subscribe_to` entries.
+type Subscriptions<T> = Vec<(SourceRef<T>, SubscribeOptions<T>)>;
+type DemandFn<S> = fn(&mut S, usize, &mut Context<'_, S>);
+type EventsFn<S> = fn(&mut S, Vec<<S as Stage>::In>, &SubscriptionRef, &mut Context<'_, S>);
+
+/// The kind-specific callbacks, chosen by the `start_*` function.
+pub(crate) struct Callbacks<S: Stage> {
+    kind: Kind,
+    handle_demand: DemandFn<S>,
+    handle_events: EventsFn<S>,
+}
+
+fn no_demand<S: Stage>(_: &mut S, _: usize, _: &mut Context<'_, S>) {}
+fn no_events<S: Stage>(_: &mut S, _: Vec<S::In>, _: &SubscriptionRef, _: &mut Context<'_, S>) {}
+
+impl<S: Producer> Callbacks<S> {
+    pub(crate) fn producer() -> Self {
+        Callbacks {
+            kind: Kind::Producer,
+            handle_demand: S::handle_demand,
+            handle_events: no_events::<S>,
+        }
+    }
+}
+
+impl<S: ProducerConsumer> Callbacks<S> {
+    pub(crate) fn producer_consumer() -> Self {
+        Callbacks {
+            kind: Kind::ProducerConsumer,
+            handle_demand: no_demand::<S>,
+            handle_events: <S as ProducerConsumer>::handle_events,
+        }
+    }
+}
+
+impl<S: Consumer> Callbacks<S> {
+    pub(crate) fn consumer() -> Self {
+        Callbacks {
+            kind: Kind::Consumer,
+            handle_demand: no_demand::<S>,
+            handle_events: <S as Consumer>::handle_events,
+        }
+    }
+}
+
+/// What a producer stored while in accumulate mode, replayed in order on forward.
+enum Accumulated<T> {
+    Demand(usize),
+    Dispatch(Vec<T>),
+}
+
+/// A producer-consumer's unprocessed input, in arrival order.
+enum Queued<S: Stage> {
+    Events(Tag, Vec<S::In>),
+    Info(InfoFn<S>),
+    Cancel(Tag, CancelReason),
+}
+
+struct ConsumerEntry<T> {
+    consumer: Arc<dyn Downstream<T>>,
+    from: SubscriptionRef,
+}
+
+struct ProducerEntry {
+    from: SubscriptionRef,
+    cancel: CancelMode,
+    /// `None`: manual demand.
+    demand: Option<DemandState>,
+    /// A cancel is queued behind unprocessed input: send no more asks.
+    cancelled: bool,
+}
+
+pub(crate) struct Runtime<S: Stage> {
+    stage: S,
+    kind: Kind,
+    cb: Callbacks<S>,
+    me: StageRef<S>,
+    owner: Arc<dyn DispatcherOwner>,
+    log: LogSink,
+    out: Vec<S::Out>,
+    stop: Option<Reason>,
+    killed: bool,
+    // Producer side.
+    consumers: HashMap<Tag, ConsumerEntry<S::Out>>,
+    dispatcher: Box<dyn Dispatcher<S::Out>>,
+    buffer: Buffer<S::Out>,
+    accumulate: Option<VecDeque<Accumulated<S::Out>>>,
+    infos: HashMap<u64, InfoFn<S>>,
+    // Consumer side.
+    producers: HashMap<Tag, ProducerEntry>,
+    /// Producer-consumer input waiting for downstream demand. Bounded by the
+    /// subscriptions' `max_demand`: upstream is asked again only after processing.
+    queue: VecDeque<Queued<S>>,
+    /// Producer-consumer: downstream demand not yet satisfied.
+    counter: usize,
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> Arc<str> {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        Arc::from(*s)
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        Arc::from(s.as_str())
+    } else {
+        Arc::from("non-string panic payload")
+    }
+}
+
+/// Spawns the stage's thread, runs `init` and the initial subscriptions there, and
+/// returns once they are done (GenStage's `start_link` returns after `init`).
+pub(crate) fn start<S: Stage>(
+    stage: S,
+    spec: Spec<S::In, S::Out>,
+    cb: Callbacks<S>,
+) -> Result<StageRef<S>, StartError> {
+    let id = next_id();
+    let kind = cb.kind;
+    let default_name = match kind {
+        Kind::Producer => "producer",
+        Kind::ProducerConsumer => "producer_consumer",
+        Kind::Consumer => "consumer",
+    };
+    let name: Arc<str> = Arc::from(
+        spec.name
+            .clone()
+            .unwrap_or_else(|| format!("stageflow-{default_name}-{id}"))
+            .as_str(),
+    );
+    let queue = Arc::new(MailQueue::new());
+    let me = StageRef {
+        mailbox: Mailbox {
+            queue: queue.clone(),
+        },
+        shared: Arc::new(Shared::new(id, name.clone(), kind)),
+    };
+    let (ready_tx, ready_rx) = bounded::<Result<(), StartError>>(1);
+    let thread_me = me.clone();
+    let handle = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            *thread_me.shared.thread_id.lock() = Some(std::thread::current().id());
+            let shared = thread_me.shared.clone();
+            let mut rt = Runtime::new(
+                stage,
+                spec.log.clone(),
+                spec.buffer_size,
+                spec.buffer_keep,
+                spec.dispatcher,
+                spec.demand,
+                cb,
+                thread_me,
+            );
+            let mut unread = VecDeque::new();
+            match rt.init(spec.subscribe_to) {
+                Ok(()) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let reason = rt.run(&queue, &mut unread);
+                    rt.finish(reason);
+                }
+                Err(e) => {
+                    let reason = match &e {
+                        StartError::Stopped(r) => r.clone(),
+                        _ => Reason::Normal,
+                    };
+                    rt.abandon(reason);
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+            // Exit is announced before the mailbox closes, so that a caller whose
+            // request is dropped unanswered finds the reason. Unread messages are
+            // dropped now: subscribe messages among them tell their consumers that
+            // this stage is gone, calls fail with the exit reason.
+            let closed = queue.close();
+            drop(rt);
+            drop(unread);
+            drop(closed);
+            let _ = shared;
+        })
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
+    *me.shared.thread.lock() = Some(handle);
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(me),
+        Ok(Err(e)) => {
+            me.join();
+            Err(e)
+        }
+        Err(_) => {
+            let reason = me.join();
+            Err(StartError::Stopped(reason))
+        }
+    }
+}
+
+impl<S: Stage> Runtime<S> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        stage: S,
+        log: Option<LogSink>,
+        buffer_size: super::BufferSize,
+        buffer_keep: super::BufferKeep,
+        dispatcher: Option<Box<dyn Dispatcher<S::Out>>>,
+        demand: DemandMode,
+        cb: Callbacks<S>,
+        me: StageRef<S>,
+    ) -> Self {
+        let log = log.unwrap_or_default().named(me.shared.name.clone());
+        let mut dispatcher = dispatcher.unwrap_or_else(|| Box::new(DemandDispatcher::new()));
+        dispatcher.set_log(log.clone());
+        let owner: Arc<dyn DispatcherOwner> = Arc::new(me.mailbox.clone());
+        Runtime {
+            stage,
+            kind: cb.kind,
+            cb,
+            owner,
+            log,
+            out: Vec::new(),
+            stop: None,
+            killed: false,
+            consumers: HashMap::new(),
+            dispatcher,
+            buffer: Buffer::new(buffer_size, buffer_keep),
+            accumulate: match demand {
+                DemandMode::Accumulate if me.shared.kind == Kind::Producer => Some(VecDeque::new()),
+                _ => None,
+            },
+            infos: HashMap::new(),
+            producers: HashMap::new(),
+            queue: VecDeque::new(),
+            counter: 0,
+            me,
+        }
+    }
+
+    // ----- running user code -------------------------------------------------------
+
+    /// Runs one callback, catching a panic (which stops the stage with its message).
+    /// Returns `None` if it panicked.
+    fn invoke<R>(&mut self, f: impl FnOnce(&mut S, &mut Context<'_, S>) -> R) -> Option<R> {
+        let mut ctx = Context {
+            out: &mut self.out,
+            stop: &mut self.stop,
+            me: &self.me,
+            log: &self.log,
+        };
+        let stage = &mut self.stage;
+        match catch_unwind(AssertUnwindSafe(|| f(stage, &mut ctx))) {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                // Events emitted by a callback that crashed are not dispatched, as in
+                // GenStage, where a crashed callback returns nothing.
+                self.out.clear();
+                self.stop = Some(Reason::Panic(panic_message(payload)));
+                None
+            }
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    /// Dispatches what the last callback emitted.
+    fn dispatch_out(&mut self) {
+        if !self.out.is_empty() {
+            let events = std::mem::take(&mut self.out);
+            self.dispatch_events(events);
+        }
+    }
+
+    fn init(&mut self, subscribe_to: Subscriptions<S::In>) -> Result<(), StartError> {
+        match self.invoke(|s, ctx| s.init(ctx)) {
+            None => {
+                return Err(StartError::Stopped(
+                    self.stop.take().unwrap_or(Reason::Normal),
+                ))
+            }
+            Some(Init::Ignore) => return Err(StartError::Ignored),
+            Some(Init::Stop(reason)) => return Err(StartError::Stopped(reason)),
+            Some(Init::Ok) => {}
+        }
+        if let Some(reason) = self.stop.take() {
+            return Err(StartError::Stopped(reason));
+        }
+        self.dispatch_out();
+        for (producer, opts) in subscribe_to {
+            let permanent = opts.cancel != CancelMode::Temporary;
+            match self.subscribe_inner(producer, opts, None, permanent) {
+                Ok(_) => {}
+                Err(SubscribeError::Stopped(r)) => return Err(StartError::Stopped(r)),
+                Err(SubscribeError::BadOptions(e)) => return Err(StartError::BadOptions(e)),
+                Err(_) => return Err(StartError::Stopped(Reason::NoProc)),
+            }
+            if let Some(reason) = self.stop.take() {
+                return Err(StartError::Stopped(reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles mail until the stage stops; what it took but did not handle is left in
+    /// `batch`.
+    fn run(&mut self, queue: &MailQueue<Mail<S>>, batch: &mut VecDeque<Mail<S>>) -> Reason {
+        loop {
+            queue.recv_all(batch);
+            while let Some(mail) = batch.pop_front() {
+                self.handle(mail);
+                if let Some(reason) = self.stop.take() {
+                    return reason;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, mail: Mail<S>) {
+        match mail {
+            Mail::Subscribe(msg) => self.producer_subscribe(*msg),
+            Mail::Ask { tag, n } => self.producer_ask(tag, n),
+            Mail::ConsumerCancel { tag, reason } => self.producer_cancel(tag, reason),
+            Mail::Events { tag, events } => self.consumer_events(tag, events),
+            Mail::ProducerCancel { tag, reason } => self.consumer_cancel(tag, reason),
+            Mail::ReleaseInfo(id) => {
+                if let Some(f) = self.infos.remove(&id) {
+                    self.run_info(f);
+                }
+            }
+            Mail::Exec(f) => f(self),
+        }
+    }
+
+    /// Exit: `terminate`, then every subscriber and producer learns the reason.
+    fn finish(&mut self, reason: Reason) {
+        if !self.killed {
+            let r = reason.clone();
+            let stage = &mut self.stage;
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| stage.terminate(&r))) {
+                self.log.log(
+                    Level::Error,
+                    format!("terminate panicked: {}", panic_message(payload)),
+                );
+            }
+        }
+        self.abandon(reason);
+    }
+
+    /// Tells everyone the stage is gone, without running `terminate`.
+    fn abandon(&mut self, reason: Reason) {
+        for (tag, entry) in self.consumers.drain() {
+            entry
+                .consumer
+                .cancelled(tag, CancelReason::Down(reason.clone()));
+        }
+        for (tag, entry) in self.producers.drain() {
+            entry.from.producer.consumer_down(tag, reason.clone());
+        }
+        self.queue.clear();
+        self.infos.clear();
+        self.me.shared.set_exit(reason);
+    }
+
+    pub(crate) fn request_stop(&mut self, reason: Reason) {
+        if self.stop.is_none() {
+            self.stop = Some(reason);
+        }
+    }
+
+    pub(crate) fn kill(&mut self) {
+        self.killed = true;
+        self.stop = Some(Reason::Killed);
+    }
+
+    // ----- calls, casts, infos -----------------------------------------------------
+
+    pub(crate) fn handle_call<R>(&mut self, request: R, reply: &ReplyTo<S::Reply>)
+    where
+        S: HandleCall<R>,
+    {
+        let answer = self.invoke(|s, ctx| s.handle_call(request, reply, ctx));
+        // Events emitted by the call are dispatched before the reply is sent.
+        self.dispatch_out();
+        if let Some(Some(answer)) = answer {
+            reply.reply(answer);
+        }
+    }
+
+    pub(crate) fn handle_cast<M>(&mut self, message: M)
+    where
+        S: HandleCast<M>,
+    {
+        self.invoke(|s, ctx| s.handle_cast(message, ctx));
+        self.dispatch_out();
+    }
+
+    pub(crate) fn run_info(&mut self, f: InfoFn<S>) {
+        self.invoke(f);
+        self.dispatch_out();
+    }
+
+    /// `sync_info`/`async_info`: behind the buffered events (or the queued input of a
+    /// producer-consumer); at once on a consumer or when nothing is buffered.
+    pub(crate) fn queue_info(&mut self, f: InfoFn<S>) {
+        match self.kind {
+            Kind::Consumer => self.run_info(f),
+            Kind::ProducerConsumer if !self.queue.is_empty() => {
+                self.queue.push_back(Queued::Info(f));
+            }
+            _ => {
+                let id = next_id();
+                self.infos.insert(id, f);
+                if !self.buffer.attach_info(id) {
+                    self.dispatcher.info(PendingInfo {
+                        id,
+                        owner: self.owner.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    pub(crate) fn demand_mode(&self) -> DemandMode {
+        if self.accumulate.is_some() {
+            DemandMode::Accumulate
+        } else {
+            DemandMode::Forward
+        }
+    }
+
+    pub(crate) fn set_demand_mode(&mut self, mode: DemandMode) {
+        match (self.kind, mode) {
+            (Kind::Producer, DemandMode::Accumulate) => {
+                if self.accumulate.is_none() {
+                    self.accumulate = Some(VecDeque::new());
+                }
+            }
+            (Kind::Producer, DemandMode::Forward) => {
+                if let Some(entries) = self.accumulate.take() {
+                    for entry in entries {
+                        match entry {
+                            Accumulated::Demand(k) => self.producer_demand(k),
+                            Accumulated::Dispatch(events) => self.dispatch_events(events),
+                        }
+                        if self.stopped() {
+                            break;
+                        }
+                    }
+                }
+            }
+            (Kind::ProducerConsumer, DemandMode::Forward) => {}
+            _ => self
+                .log
+                .log(Level::Error, "demand mode can only be set for producers"),
+        }
+    }
+
+    pub(crate) fn buffered_count(&self) -> usize {
+        self.buffer.len()
+    }
+
+    // ----- producer side -----------------------------------------------------------
+
+    fn producer_subscribe(&mut self, mut msg: SubscribeMsg<S::Out>) {
+        msg.guard.defuse();
+        let tag = msg.tag;
+        if self.kind == Kind::Consumer {
+            self.log.log(
+                Level::Error,
+                format!("consumer cannot be subscribed to (subscription {tag})"),
+            );
+            msg.consumer
+                .cancelled(tag, CancelReason::Cancel(Reason::custom("not a producer")));
+            return;
+        }
+        if self.consumers.contains_key(&tag) {
+            self.log.log(
+                Level::Error,
+                format!("received duplicated subscription {tag}"),
+            );
+            msg.consumer
+                .cancelled(tag, CancelReason::Cancel(Reason::DuplicatedSubscription));
+            return;
+        }
+        if let Some((old, reason)) = msg.current.take() {
+            self.producer_cancel(old, CancelReason::Cancel(reason));
+            if self.stopped() {
+                return;
+            }
+        }
+        let from = SubscriptionRef {
+            tag,
+            producer: Arc::new(self.me.mailbox.clone()),
+        };
+        let info = match msg.opts.info(tag) {
+            Ok(info) => info,
+            Err(e) => {
+                msg.consumer
+                    .cancelled(tag, CancelReason::Cancel(Reason::custom(e.message())));
+                return;
+            }
+        };
+        self.consumers.insert(
+            tag,
+            ConsumerEntry {
+                consumer: msg.consumer.clone(),
+                from: from.clone(),
+            },
+        );
+        match self.invoke(|s, ctx| s.handle_subscribe(Peer::Consumer, &info, &from, ctx)) {
+            None => return,
+            Some(Ok(Demand::Automatic)) => {}
+            Some(Ok(Demand::Manual)) => {
+                self.stop = Some(Reason::BadReturn(Arc::from(
+                    "handle_subscribe returned Demand::Manual for a consumer; producers only accept Automatic",
+                )));
+                return;
+            }
+            Some(Err(reason)) => {
+                self.stop = Some(reason);
+                return;
+            }
+        }
+        self.dispatch_out();
+        if self.stopped() {
+            return;
+        }
+        let subscriber = Subscriber {
+            tag,
+            consumer_id: msg.consumer_id,
+            consumer: msg.consumer.clone(),
+            owner: self.owner.clone(),
+        };
+        match self.dispatcher.subscribe(subscriber, &msg.opts) {
+            Ok(k) => self.serve_demand(k),
+            Err(reason) => {
+                // Rejected by the dispatcher: the consumer learns why; the producer
+                // goes on (GenStage would also call the dispatcher's cancel here).
+                self.consumers.remove(&tag);
+                msg.consumer
+                    .cancelled(tag, CancelReason::Cancel(reason.clone()));
+                self.invoke(|s, ctx| s.handle_cancel(CancelReason::Cancel(reason), &from, ctx));
+                self.dispatch_out();
+            }
+        }
+    }
+
+    fn producer_ask(&mut self, tag: Tag, n: usize) {
+        if !self.consumers.contains_key(&tag) {
+            // GenStage answers `{:cancel, :unknown_subscription}`; we have no address
+            // for an unknown tag, so it is logged instead. It happens in normal
+            // operation too: the initial ask of a subscription the dispatcher rejected.
+            self.log.log(
+                Level::Info,
+                format!("received ask for unknown subscription {tag}"),
+            );
+            return;
+        }
+        let k = self.dispatcher.ask(tag, n);
+        self.serve_demand(k);
+    }
+
+    fn producer_cancel(&mut self, tag: Tag, reason: CancelReason) {
+        let Some(entry) = self.consumers.remove(&tag) else {
+            return;
+        };
+        if let CancelReason::Cancel(r) = &reason {
+            entry
+                .consumer
+                .cancelled(tag, CancelReason::Cancel(r.clone()));
+        }
+        self.invoke(|s, ctx| s.handle_cancel(reason, &entry.from, ctx));
+        self.dispatch_out();
+        if self.stopped() {
+            return;
+        }
+        let k = self.dispatcher.cancel(tag);
+        self.serve_demand(k);
+    }
+
+    /// Demand reported by the dispatcher.
+    fn serve_demand(&mut self, k: usize) {
+        if k == 0 || self.stopped() {
+            return;
+        }
+        match self.kind {
+            Kind::Producer => self.producer_demand(k),
+            Kind::ProducerConsumer => {
+                self.counter += k;
+                self.take_from_buffer(k);
+                self.process_queue();
+            }
+            Kind::Consumer => {}
+        }
+    }
+
+    /// A producer's demand: buffer first, then `handle_demand` (or store it while
+    /// accumulating).
+    fn producer_demand(&mut self, k: usize) {
+        let k = self.take_from_buffer(k);
+        if k == 0 || self.stopped() {
+            return;
+        }
+        if let Some(acc) = &mut self.accumulate {
+            acc.push_back(Accumulated::Demand(k));
+            return;
+        }
+        let handle_demand = self.cb.handle_demand;
+        self.invoke(|s, ctx| handle_demand(s, k, ctx));
+        self.dispatch_out();
+    }
+
+    /// Serves up to `k` demand from the buffer; returns what is left.
+    fn take_from_buffer(&mut self, mut k: usize) -> usize {
+        while k > 0 && !self.buffer.is_empty() && !self.stopped() {
+            let taken = self.buffer.take(k);
+            if taken.events.is_empty() && taken.infos.is_empty() {
+                break;
+            }
+            k -= taken.events.len();
+            self.dispatch_events(taken.events);
+            for id in taken.infos {
+                self.dispatcher.info(PendingInfo {
+                    id,
+                    owner: self.owner.clone(),
+                });
+            }
+        }
+        self.me.shared.metrics.buffered.store(
+            self.buffer.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        k
+    }
+
+    fn dispatch_events(&mut self, events: Vec<S::Out>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Some(acc) = &mut self.accumulate {
+            acc.push_back(Accumulated::Dispatch(events));
+            return;
+        }
+        let n = events.len();
+        let left = self.dispatcher.dispatch(events);
+        let delivered = n - left.len();
+        Counters::add(&self.me.shared.metrics.events_out, delivered);
+        if self.kind == Kind::ProducerConsumer {
+            self.counter = self.counter.saturating_sub(delivered);
+        }
+        if !left.is_empty() {
+            self.buffer_events(left);
+        }
+    }
+
+    fn buffer_events(&mut self, events: Vec<S::Out>) {
+        let stored = self.buffer.store(events);
+        let metrics = &self.me.shared.metrics;
+        metrics.buffered.store(
+            self.buffer.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if stored.discarded > 0 {
+            Counters::add(&metrics.discarded, stored.discarded);
+            let d = stored.discarded;
+            let stage = &mut self.stage;
+            let print =
+                catch_unwind(AssertUnwindSafe(|| stage.format_discarded(d))).unwrap_or(true);
+            if print {
+                self.log.log(
+                    Level::Warning,
+                    format!(
+                        "producer {} has discarded {d} events from buffer",
+                        self.me.shared.name
+                    ),
+                );
+            }
+        }
+        for id in stored.released {
+            self.owner.release_info(id);
+        }
+    }
+
+    // ----- consumer side -----------------------------------------------------------
+
+    /// Subscribes to `producer` (GenStage's `consumer_subscribe`): register, send the
+    /// subscribe message, `handle_subscribe(Producer)`, then the initial ask.
+    pub(crate) fn consumer_subscribe(
+        &mut self,
+        producer: SourceRef<S::In>,
+        opts: SubscribeOptions<S::In>,
+        current: Option<(Tag, Reason)>,
+    ) -> Result<Tag, SubscribeError> {
+        self.subscribe_inner(producer, opts, current, false)
+    }
+
+    fn subscribe_inner(
+        &mut self,
+        producer: SourceRef<S::In>,
+        opts: SubscribeOptions<S::In>,
+        current: Option<(Tag, Reason)>,
+        fail_if_dead: bool,
+    ) -> Result<Tag, SubscribeError> {
+        if self.kind == Kind::Producer {
+            return Err(SubscribeError::NotAConsumer);
+        }
+        let tag = Tag::new();
+        let info = opts.info(tag)?;
+        let from = SubscriptionRef {
+            tag,
+            producer: producer.upstream.clone().control(),
+        };
+        let me: Arc<Mailbox<S>> = Arc::new(self.me.mailbox.clone());
+        let msg = Box::new(SubscribeMsg {
+            tag,
+            consumer_id: self.me.shared.id,
+            consumer: me.clone(),
+            opts,
+            current,
+            guard: DownGuard::new(tag, me),
+        });
+        self.producers.insert(
+            tag,
+            ProducerEntry {
+                from: from.clone(),
+                cancel: info.cancel,
+                demand: None,
+                cancelled: false,
+            },
+        );
+        if let Err(mut msg) = producer.upstream.subscribe(msg) {
+            if fail_if_dead {
+                msg.guard.defuse();
+                self.producers.remove(&tag);
+                return Err(SubscribeError::Stopped(Reason::NoProc));
+            }
+            // Dropping the message tells us, through our own mailbox, that the
+            // producer is gone: the subscription then ends by its cancel mode, as
+            // a monitor of a dead process does in GenStage.
+            drop(msg);
+        }
+        match self.invoke(|s, ctx| s.handle_subscribe(Peer::Producer, &info, &from, ctx)) {
+            None => {
+                return Err(SubscribeError::Stopped(
+                    self.stop.clone().unwrap_or(Reason::Normal),
+                ))
+            }
+            Some(Err(reason)) => {
+                self.stop = Some(reason.clone());
+                return Err(SubscribeError::Stopped(reason));
+            }
+            Some(Ok(Demand::Automatic)) => {
+                if let Some(entry) = self.producers.get_mut(&tag) {
+                    entry.demand = Some(DemandState::new(info.max_demand, info.min_demand));
+                }
+                from.producer.ask(tag, info.max_demand);
+            }
+            Some(Ok(Demand::Manual)) => {}
+        }
+        self.dispatch_out();
+        Ok(tag)
+    }
+
+    fn consumer_events(&mut self, tag: Tag, events: Vec<S::In>) {
+        if events.is_empty() {
+            return;
+        }
+        Counters::add(&self.me.shared.metrics.events_in, events.len());
+        match self.kind {
+            Kind::Consumer => self.consume(tag, events),
+            Kind::ProducerConsumer => {
+                self.queue.push_back(Queued::Events(tag, events));
+                self.process_queue();
+            }
+            Kind::Producer => {}
+        }
+    }
+
+    /// Splits one message into batches by the demand rule and calls `handle_events`
+    /// for each, asking upstream after each batch as the rule says.
+    fn consume(&mut self, tag: Tag, mut events: Vec<S::In>) {
+        let Some(entry) = self.producers.get(&tag) else {
+            self.log.log(
+                Level::Error,
+                format!(
+                    "received {} events for unknown subscription {tag}",
+                    events.len()
+                ),
+            );
+            return;
+        };
+        let from = entry.from.clone();
+        let cancelled = entry.cancelled;
+        let handle_events = self.cb.handle_events;
+        let Some(mut state) = entry.demand.clone() else {
+            // Manual demand: one batch per message, no accounting.
+            self.invoke(|s, ctx| handle_events(s, events, &from, ctx));
+            self.dispatch_out();
+            return;
+        };
+        loop {
+            let (plan, excess) = state.next_batch(events.len());
+            if excess > 0 {
+                self.log.log(
+                    Level::Error,
+                    format!(
+                        "consumer has received {excess} events in excess from subscription {tag}"
+                    ),
+                );
+            }
+            let batch = if plan.len == events.len() {
+                std::mem::take(&mut events)
+            } else {
+                let rest = events.split_off(plan.len);
+                std::mem::replace(&mut events, rest)
+            };
+            self.invoke(|s, ctx| handle_events(s, batch, &from, ctx));
+            self.dispatch_out();
+            if plan.ask > 0 && !cancelled && !self.stopped() {
+                from.producer.ask(tag, plan.ask);
+            }
+            if self.stopped() || events.is_empty() {
+                break;
+            }
+        }
+        if let Some(entry) = self.producers.get_mut(&tag) {
+            entry.demand = Some(state);
+        }
+    }
+
+    /// A producer-consumer handles queued input while its consumers have demand; a
+    /// whole message is handled even if demand runs out in the middle.
+    fn process_queue(&mut self) {
+        while self.counter > 0 && !self.stopped() {
+            let Some(item) = self.queue.pop_front() else {
+                break;
+            };
+            match item {
+                Queued::Events(tag, events) => self.consume(tag, events),
+                Queued::Info(f) => self.run_info(f),
+                Queued::Cancel(tag, reason) => {
+                    if let Some(entry) = self.producers.remove(&tag) {
+                        self.invoke_cancel(entry, reason);
+                    }
+                }
+            }
+        }
+    }
+
+    fn consumer_cancel(&mut self, tag: Tag, reason: CancelReason) {
+        let Some(entry) = self.producers.get_mut(&tag) else {
+            return;
+        };
+        if entry.cancelled {
+            return;
+        }
+        if self.kind == Kind::ProducerConsumer && !self.queue.is_empty() {
+            // Behind the queued input: the events before it are handled first.
+            entry.cancelled = true;
+            self.queue.push_back(Queued::Cancel(tag, reason));
+            return;
+        }
+        let entry = self.producers.remove(&tag).expect("entry was just found");
+        self.invoke_cancel(entry, reason);
+    }
+
+    fn invoke_cancel(&mut self, entry: ProducerEntry, reason: CancelReason) {
+        let r = reason.reason().clone();
+        self.invoke(|s, ctx| s.handle_cancel(reason, &entry.from, ctx));
+        self.dispatch_out();
+        if !self.stopped() && entry.cancel.stops_on(&r) {
+            self.log.log(
+                Level::Info,
+                format!(
+                    "stopping after receiving cancel from producer (subscription {}) with reason: {r}",
+                    entry.from.tag
+                ),
+            );
+            self.stop = Some(r);
+        }
+    }
+}
+
+// `Never` events can't exist, so a producer's `handle_events` slot is never called.
+const _: fn() = || {
+    let _: Option<Never> = None;
+};

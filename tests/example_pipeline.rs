@@ -1,0 +1,61 @@
+//! Runs `examples/pipeline.rs` as a real process (cargo test builds the examples next
+//! to the test binaries) and checks what it reports.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `target/<profile>/examples/<name>`, found from this test binary's own path
+/// (`target/<profile>/deps/<test>`), so it works for any target dir.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binaries live in target/<profile>/deps");
+    dir.join("examples").join(name)
+}
+
+#[test]
+fn pipeline_example_sums_and_shuts_down_in_order() {
+    let out = Command::new(example("pipeline"))
+        .arg("100000")
+        .output()
+        .expect("run examples/pipeline (cargo test builds it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pipeline failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "numbers  exited: normal",
+        "square-0 exited: normal",
+        "square-1 exited: normal",
+        "total    exited: normal",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // 100 000 - 33 333 numbers are not multiples of 3.
+    assert!(
+        stdout.contains("squares of the 66667 numbers in 1..=100000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("checked against a plain loop: ok"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn pipeline_example_rejects_a_bad_argument() {
+    let out = Command::new(example("pipeline"))
+        .arg("lots")
+        .output()
+        .expect("run examples/pipeline");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("expected N (a whole number of events), got: \\\"lots\\\""),
+        "{stderr}"
+    );
+}
