@@ -74,6 +74,20 @@ impl Hasher for FxHasher {
     }
 }
 
+/// The partition [`Flow::partition`](crate::flow::Flow::partition) and
+/// [`Flow::partition_by`](crate::flow::Flow::partition_by) give `key` among `stages`
+/// partitions (what Elixir's `:erlang.phash2(key, stages)` is to Flow); useful to
+/// predict where events go.
+///
+/// ```
+/// use stageflow::flow::default_partition;
+/// assert!(default_partition(&"word", 4) < 4);
+/// assert_eq!(default_partition(&42u64, 1), 0);
+/// ```
+pub fn default_partition<K: std::hash::Hash + ?Sized>(key: &K, stages: usize) -> usize {
+    partition_of(key, stages)
+}
+
 /// The default partition of `key` among `n` partitions.
 ///
 /// The hasher starts from a different state than a map's so that partitioning does not

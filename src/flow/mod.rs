@@ -77,7 +77,7 @@ mod ops;
 pub mod window;
 
 pub use error::FlowError;
-pub use hash::{FxBuildHasher, FxHasher};
+pub use hash::{default_partition, FxBuildHasher, FxHasher};
 pub use ops::departition::WindowId;
 pub use ops::join::{JoinMode, Side};
 pub use ops::reduce::{EmitReduced, Reduced};
@@ -605,7 +605,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
                 move |v: Vec<T>| f(v)
             })
         };
-        if !matches!(shape, Shape::Fresh | Shape::Batch) && out.error.is_none() {
+        if !matches!(shape, Shape::Fresh | Shape::Batch) {
             out.error = Some(FlowError::Build(
                 "map_batch/2 can only be called at the beginning of the stage/partition, before any map or reduce operation".into(),
             ));

@@ -285,7 +285,7 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
 }
 
 impl<'a, T: Send + 'a> LaneIn<T> for Entry<'a, T> {
-    fn batch(&mut self, from: usize, mut items: Vec<T>) {
+    fn batch(&mut self, from: usize, items: Vec<T>) {
         if self.clock.is_some() {
             self.tick();
         }
