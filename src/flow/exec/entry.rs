@@ -286,9 +286,6 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
 
 impl<'a, T: Send + 'a> LaneIn<T> for Entry<'a, T> {
     fn batch(&mut self, from: usize, items: Vec<T>) {
-        if self.clock.is_some() {
-            self.tick();
-        }
         if items.len() <= self.batch_size || self.loose {
             // Loose: nothing in this lane can tell batch boundaries apart (a global
             // window without punctuation or timers, no map_batch), so a larger batch

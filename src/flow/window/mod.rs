@@ -9,8 +9,8 @@
 //! [`Window::trigger_periodically`] and custom punctuation with [`Window::trigger`].
 //!
 //! Time-based windows and triggers read a [`Clock`]; tests drive them with a
-//! [`ManualClock`]. Timers are checked by each stage whenever it gets work and once per
-//! round of the flow, so a source that blocks inside `next()` delays them (Elixir's
+//! [`ManualClock`]. Timers are checked by each stage once per round of the flow, after
+//! the round's batches, so a source that blocks inside `next()` delays them (Elixir's
 //! timers are messages and fire while the stage waits).
 
 use std::fmt;
