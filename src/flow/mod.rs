@@ -81,6 +81,7 @@ pub use hash::{default_partition, FxBuildHasher, FxHasher};
 pub use ops::departition::WindowId;
 pub use ops::join::{JoinMode, Side};
 pub use ops::reduce::{EmitReduced, Reduced};
+pub use ops::stages::{FlowEvents, FlowProducer, StageEvents};
 pub use window::{
     Clock, ManualClock, Punctuation, SystemClock, TriggerInfo, TriggerName, Unit, Window,
     WindowKind,
@@ -667,7 +668,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
     }
 
     /// Checks the rules that apply when the current layer is closed.
-    fn closable(&self) -> Result<(), FlowError> {
+    pub(crate) fn closable(&self) -> Result<(), FlowError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }

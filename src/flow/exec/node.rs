@@ -94,10 +94,15 @@ where
                 }
             }
         }))
-        .map_err(|p| FlowError::Panic {
-            place: "source".into(),
-            message: panic_message(p),
-        })?;
+        .map_err(
+            |p| match p.downcast::<crate::flow::ops::stages::StageFailure>() {
+                Ok(f) => FlowError::Stage(f.0),
+                Err(p) => FlowError::Panic {
+                    place: "source".into(),
+                    message: panic_message(p),
+                },
+            },
+        )?;
         let done = self.iters.iter().all(|i| i.is_none());
         Ok((per_lane, done))
     }

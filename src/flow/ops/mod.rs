@@ -4,3 +4,4 @@
 pub(crate) mod departition;
 pub(crate) mod join;
 pub(crate) mod reduce;
+pub(crate) mod stages;

@@ -1,0 +1,222 @@
+//! Bridges to the stage layer: `from_stages`, `through_stages`, `into_stages`.
+
+use crate::error::StartError;
+use crate::flow::exec::{Cx, SinkFactory};
+use crate::flow::{Flow, FlowError, FlowIter, Options, Shape};
+use crate::stage::{
+    from_iter, stream, CancelMode, DemandMode, FromIterOptions, IterProducer, ProducerConsumer,
+    Source, SourceRef, Stage, StageRef, StageStream, SubscribeOptions,
+};
+
+/// A stage subscription failed inside a flow source (turned into `FlowError::Stage`).
+pub(crate) struct StageFailure(pub String);
+
+/// The events of producer stages, as a flow source iterator.
+pub struct StageEvents<T: Send + 'static> {
+    stream: StageStream<T>,
+}
+
+impl<T: Send + 'static> Iterator for StageEvents<T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        match self.stream.next()? {
+            Ok(x) => Some(x),
+            // Unwinds to the source's catch, which reports FlowError::Stage.
+            Err(e) => std::panic::panic_any(StageFailure(e.to_string())),
+        }
+    }
+}
+
+/// A flow's output as an iterator for a producer stage: a failure of the flow
+/// panics inside the stage, which then stops with `Reason::Panic` carrying the
+/// flow's error message, so its consumers see it.
+pub struct FlowEvents<T: Send + 'static> {
+    iter: FlowIter<'static, T>,
+}
+
+impl<T: Send + 'static> Iterator for FlowEvents<T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        match self.iter.next() {
+            Some(x) => Some(x),
+            None => match self.iter.take_error() {
+                Some(e) => panic!("{e}"),
+                None => None,
+            },
+        }
+    }
+}
+
+/// The producer stage that runs a flow ([`Flow::into_producer`]).
+pub type FlowProducer<T> = IterProducer<FlowEvents<T>>;
+
+fn stage_err(e: impl std::fmt::Display) -> FlowError {
+    FlowError::Stage(e.to_string())
+}
+
+impl<T: Send + 'static> Flow<'static, T> {
+    /// A flow reading running producer stages (Elixir's `from_stages/2`): one source
+    /// per producer, consumed with a stage stream (GenStage's demand protocol). The
+    /// flow ends when every producer has ended normally; an abnormal end stops the
+    /// flow with [`FlowError::Stage`]. An empty list is an error.
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// use stageflow::{from_iter, FromIterOptions};
+    ///
+    /// let producer = from_iter(1..=100u64, FromIterOptions::new())?;
+    /// let sum: u64 = Flow::from_stages(vec![producer.clone()], Options::new()).map(|x| x * 2).sum();
+    /// assert_eq!(sum, 10100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_stages<S: Source<T>>(producers: Vec<S>, opts: Options<T>) -> Flow<'static, T> {
+        if producers.is_empty() {
+            return crate::flow::err_flow(FlowError::Build(
+                "from_stages/2 expects a non-empty list of stages as argument, got: []".into(),
+            ));
+        }
+        let sources: Vec<SourceRef<T>> = producers.iter().map(|p| p.source()).collect();
+        let mut f = Flow::from_iters_with(
+            sources
+                .into_iter()
+                .map(|s| StageEvents { stream: stream(&s) })
+                .collect::<Vec<_>>(),
+            opts,
+        );
+        f.shape = Shape::Fresh;
+        f
+    }
+
+    /// Starts a producer stage that runs this flow on its own thread and emits its
+    /// output as consumers ask (demand is accumulated until you forward it with
+    /// `set_demand_mode(DemandMode::Forward)`, so several consumers can subscribe
+    /// first). A failing flow stops the stage with `Reason::Panic` and the message.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// use stageflow::{stream, DemandMode};
+    ///
+    /// let p = Flow::from_iter(1..=3u64).map(|x| x * 10).into_producer()?;
+    /// p.set_demand_mode(DemandMode::Forward)?;
+    /// let got: Vec<u64> = stream(&p).collect::<Result<_, _>>()?;
+    /// assert_eq!(got.len(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_producer(self) -> Result<StageRef<FlowProducer<T>>, StartError> {
+        from_iter(
+            FlowEvents {
+                iter: self.into_iter(),
+            },
+            FromIterOptions::new().demand(DemandMode::Accumulate),
+        )
+    }
+
+    /// Runs the flow into running consumer (or producer-consumer) stages (Elixir's
+    /// `into_stages/3`): starts a [`Flow::into_producer`] stage, subscribes every
+    /// consumer to it with `cancel: Transient` (they keep running when the flow ends
+    /// normally, and stop if it fails), then lets demand flow. Returns the producer.
+    ///
+    /// ```
+    /// use stageflow::flow::Flow;
+    /// use stageflow::prelude::*;
+    ///
+    /// struct Sum(u64, std::sync::mpsc::Sender<u64>);
+    /// impl Stage for Sum { type In = u64; type Out = Never; }
+    /// impl Consumer for Sum {
+    ///     fn handle_events(&mut self, events: Vec<u64>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {
+    ///         self.0 += events.iter().sum::<u64>();
+    ///         if self.0 == 5050 { self.1.send(self.0).unwrap(); }
+    ///     }
+    /// }
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let sum = start_consumer(Sum(0, tx), ConsumerOptions::new())?;
+    /// let producer = Flow::from_iter(1..=100u64).into_stages(&[&sum])?;
+    /// assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(30))?, 5050);
+    /// assert_eq!(producer.join(), Reason::Normal);
+    /// sum.stop(Reason::Normal)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_stages<C>(
+        self,
+        consumers: &[&StageRef<C>],
+    ) -> Result<StageRef<FlowProducer<T>>, FlowError>
+    where
+        C: Stage<In = T>,
+    {
+        let producer = self.into_producer().map_err(stage_err)?;
+        for c in consumers {
+            if let Err(e) = c.subscribe(
+                &producer,
+                SubscribeOptions::new().cancel(CancelMode::Transient),
+            ) {
+                let _ = producer.stop(crate::stage::Reason::Shutdown);
+                return Err(stage_err(e));
+            }
+        }
+        producer
+            .set_demand_mode(DemandMode::Forward)
+            .map_err(stage_err)?;
+        Ok(producer)
+    }
+
+    /// Inserts running producer-consumer stages (Elixir's `through_stages/3`): when the
+    /// flow runs, its output feeds a producer stage to which every given stage
+    /// subscribes (permanently: each stops when the flow's output ends), and the
+    /// returned flow reads their output as a new source layer.
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// use stageflow::prelude::*;
+    ///
+    /// struct Double;
+    /// impl Stage for Double { type In = u64; type Out = u64; }
+    /// impl ProducerConsumer for Double {
+    ///     fn handle_events(&mut self, events: Vec<u64>, _: &SubscriptionRef, ctx: &mut Context<'_, Self>) {
+    ///         ctx.emit_all(events.into_iter().map(|x| x * 2));
+    ///     }
+    /// }
+    /// let double = start_producer_consumer(Double, ProducerConsumerOptions::new())?;
+    /// let sum: u64 = Flow::from_iter(1..=100u64)
+    ///     .through_stages(vec![double.clone()], Options::new())
+    ///     .filter(|x| x % 4 == 0)
+    ///     .sum();
+    /// assert_eq!(sum, 5100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn through_stages<P>(
+        self,
+        stages: Vec<StageRef<P>>,
+        opts: Options<P::Out>,
+    ) -> Flow<'static, P::Out>
+    where
+        P: ProducerConsumer<In = T>,
+        P::Out: Send + 'static,
+    {
+        if stages.is_empty() {
+            return crate::flow::err_flow(FlowError::Build(
+                "through_stages/2 expects a non-empty list of stages as argument, got: []".into(),
+            ));
+        }
+        if let Err(e) = self.closable() {
+            return crate::flow::err_flow(e);
+        }
+        let upstream = self;
+        Flow {
+            build: Box::new(move |tail: SinkFactory<'static, P::Out>, cx: &Cx| {
+                let producer = upstream.into_producer().map_err(stage_err)?;
+                for s in &stages {
+                    s.subscribe(&producer, SubscribeOptions::new())
+                        .map_err(stage_err)?;
+                }
+                producer
+                    .set_demand_mode(DemandMode::Forward)
+                    .map_err(stage_err)?;
+                let next = Flow::from_stages(stages, opts);
+                (next.build)(tail, cx)
+            }),
+            shape: Shape::Fresh,
+            error: None,
+            idle_window: false,
+        }
+    }
+}
