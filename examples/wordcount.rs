@@ -28,19 +28,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let texts: Vec<String> = if files.is_empty() {
         vec![SAMPLE.to_string()]
     } else {
-        files.iter().map(std::fs::read_to_string).collect::<Result<_, _>>()?
+        files
+            .iter()
+            .map(std::fs::read_to_string)
+            .collect::<Result<_, _>>()?
     };
     let top: Vec<Vec<(&str, u64)>> = Flow::from_iters(texts.iter().map(|t| t.lines()))
         .flat_map(|line: &str| line.split_whitespace())
         .partition(Options::new())
-        .reduce(HashMap::<&str, u64, FxBuildHasher>::default, |mut counts, word| {
-            *counts.entry(word).or_insert(0) += 1;
-            counts
-        })
+        .reduce(
+            HashMap::<&str, u64, FxBuildHasher>::default,
+            |mut counts, word| {
+                *counts.entry(word).or_insert(0) += 1;
+                counts
+            },
+        )
         .take_sort_by(20, |a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)))
         .try_collect()?;
     let elapsed = start.elapsed();
-    let source = if files.is_empty() { "built-in sample".to_string() } else { files.join(", ") };
+    let source = if files.is_empty() {
+        "built-in sample".to_string()
+    } else {
+        files.join(", ")
+    };
     println!("top 20 words of {source}:");
     for (word, count) in top.into_iter().flatten() {
         println!("{count:>10}  {word}");

@@ -15,8 +15,14 @@ fn example(name: &str) -> PathBuf {
 }
 
 fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(example("wordcount")).args(args).output().expect("run examples/wordcount");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new(example("wordcount"))
+        .args(args)
+        .output()
+        .expect("run examples/wordcount");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -25,7 +31,10 @@ fn wordcount_counts_the_built_in_sample() {
     assert!(ok, "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "top 20 words of built-in sample:");
-    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["9", "the"]);
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["9", "the"]
+    );
     assert_eq!(lines.len(), 22, "{stdout}");
     assert!(lines[21].starts_with("time: "));
 }
@@ -40,7 +49,12 @@ fn wordcount_counts_files() {
     let (ok, stdout) = run(&[a.to_str().unwrap(), b.to_str().unwrap()]);
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(ok, "{stdout}");
-    let rows: Vec<Vec<&str>> = stdout.lines().skip(1).take(3).map(|l| l.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip(1)
+        .take(3)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(rows, [vec!["3", "x"], vec!["2", "y"], vec!["1", "z"]]);
     let (ok, _) = run(&["/nonexistent/file.txt"]);
     assert!(!ok);
