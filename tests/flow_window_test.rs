@@ -236,7 +236,7 @@ fn global_trigger_keep_and_discard_with_large_and_small_demand() {
     }
 }
 
-fn all_even_trigger<W: Clone + Send + 'static>(w: Window<u64>) -> Window<u64> {
+fn all_even_trigger(w: Window<u64>) -> Window<u64> {
     // Punctuation sees raw events (before the layer's mappers), one batch.
     w.trigger(
         || true,
@@ -249,7 +249,7 @@ fn all_even_trigger<W: Clone + Send + 'static>(w: Window<u64>) -> Window<u64> {
 
 fn trigger_ordering(w: Window<u64>) {
     let v: Vec<u64> = Flow::from_iter(1..=10u64)
-        .partition(Options::new().stages(1).window(all_even_trigger::<u64>(w)))
+        .partition(Options::new().stages(1).window(all_even_trigger(w)))
         .map(|x| x + 1)
         .map(|x| x * 2)
         .reduce(|| 0, |a, x| a + x)

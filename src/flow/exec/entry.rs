@@ -211,17 +211,23 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
                         unreachable!()
                     };
                     let rec = recent.get(&from).copied().flatten();
-                    if held.contains_key(&idx) {
-                        recent.insert(from, Some(rec.map_or(idx, |r| r.max(idx))));
-                    } else if rec.map_or(true, |r| idx >= r) {
-                        held.insert(idx, false);
-                        recent.insert(from, Some(idx));
-                    } else {
-                        // Late for a window that is no longer held: Flow drops it; we
-                        // count it (RunReport::late_events).
-                        self.dropped
-                            .fetch_add(run.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        continue;
+                    match held.entry(idx) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            recent.insert(from, Some(rec.map_or(idx, |r| r.max(idx))));
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot)
+                            if rec.map_or(true, |r| idx >= r) =>
+                        {
+                            slot.insert(false);
+                            recent.insert(from, Some(idx));
+                        }
+                        std::collections::btree_map::Entry::Vacant(_) => {
+                            // Late for a window that is no longer held: Flow drops it;
+                            // we count it (RunReport::late_events).
+                            self.dropped
+                                .fetch_add(run.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            continue;
+                        }
                     }
                     self.feed(idx * d, run);
                 }

@@ -217,11 +217,8 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
         KR: Fn(&R) -> K + Send + Sync + 'a,
         J: Fn(Option<L>, Option<R>) -> O + Send + Sync + 'a,
     {
-        for f in [left.error.clone(), right.error.clone()]
-            .into_iter()
-            .flatten()
-        {
-            return err_flow(f);
+        if let Some(e) = left.error.clone().or_else(|| right.error.clone()) {
+            return err_flow(e);
         }
         let r = match opts.window(window).resolve() {
             Ok(r) => r,
