@@ -92,14 +92,15 @@ pub fn default_partition<K: std::hash::Hash + ?Sized>(key: &K, stages: usize) ->
 ///
 /// The hasher starts from a different state than a map's so that partitioning does not
 /// correlate with the reducer's own hash table (which also uses the high bits); the
-/// range reduction is a multiply-shift on the mixed hash.
+/// range reduction is a multiply-shift on the high 32 bits.
 #[inline]
 pub(crate) fn partition_of<K: std::hash::Hash + ?Sized>(key: &K, n: usize) -> usize {
     let mut h = FxHasher {
         hash: 0x2545_f491_4f6c_dd1d,
     };
     key.hash(&mut h);
+    // Fx ends with a multiplication, so consecutive integer keys form a Weyl sequence
+    // in the high bits: taking the range from them spreads small key sets evenly.
     let x = h.finish();
-    let x = (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     (((x >> 32) * n as u64) >> 32) as usize
 }

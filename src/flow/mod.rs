@@ -844,6 +844,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
                         lanes,
                         name: "a partition layer".into(),
                         finished: false,
+                        pending: None,
                     }),
                     lanes: r.stages,
                 })

@@ -300,15 +300,17 @@ impl<'a, T: Send + 'a> LaneIn<T> for Entry<'a, T> {
             return;
         }
         // GenStage hands a stage at most max_demand - min_demand events at a time.
-        // The pieces are allocated here, on the lane's worker, where the previous
-        // piece was just freed.
+        // Cut from the back so that each piece is one memcpy and the first keeps the
+        // original allocation.
         let bs = self.batch_size;
-        let mut it = items.into_iter();
-        loop {
-            let piece: Vec<T> = it.by_ref().take(bs).collect();
-            if piece.is_empty() {
-                break;
-            }
+        let mut items = items;
+        let mut pieces = Vec::with_capacity(items.len() / bs + 1);
+        while items.len() > bs {
+            let at = (items.len() - 1) / bs * bs;
+            pieces.push(items.split_off(at));
+        }
+        pieces.push(items);
+        for piece in pieces.into_iter().rev() {
             self.chunk(from, piece);
         }
     }

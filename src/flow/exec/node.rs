@@ -157,6 +157,20 @@ pub(crate) struct LayerNode<'a, T> {
     pub lanes: Vec<Box<dyn LaneIn<T> + 'a>>,
     pub name: String,
     pub finished: bool,
+    /// Messages of the upstream round already run, and whether every upstream had
+    /// finished by then; processed while the upstream runs its next round.
+    pub pending: Option<(Vec<Vec<Envelope<T>>>, bool)>,
+}
+
+impl<'a, T: Send + 'a> LayerNode<'a, T> {
+    fn pull_ups(ups: &mut [BoxNode<'a>], done: &mut [bool]) -> Result<bool, FlowError> {
+        for (up, d) in ups.iter_mut().zip(done.iter_mut()) {
+            if !*d {
+                *d = up.round()?;
+            }
+        }
+        Ok(done.iter().all(|d| *d))
+    }
 }
 
 impl<'a, T: Send + 'a> Node for LayerNode<'a, T> {
@@ -164,15 +178,33 @@ impl<'a, T: Send + 'a> Node for LayerNode<'a, T> {
         if self.finished {
             return Ok(true);
         }
-        for (up, done) in self.ups.iter_mut().zip(self.ups_done.iter_mut()) {
-            if !*done {
-                *done = up.round()?;
+        let (msgs, all) = match self.pending.take() {
+            Some(p) => p,
+            None => {
+                let all = Self::pull_ups(&mut self.ups, &mut self.ups_done)?;
+                (self.inbox.take(), all)
             }
+        };
+        if all {
+            run_lanes(&mut self.lanes, msgs, true, &self.name)?;
+            self.finished = true;
+            return Ok(true);
         }
-        let all = self.ups_done.iter().all(|d| *d);
-        let msgs = self.inbox.take();
-        run_lanes(&mut self.lanes, msgs, all, &self.name)?;
-        self.finished = all;
-        Ok(all)
+        // Pipelining: this layer's lanes process the previous upstream round on the
+        // pool while the upstream runs its next round (its routers fill the inbox,
+        // which the lanes no longer read). At most two rounds per layer in flight.
+        let mut processed = Ok(());
+        let mut lanes = std::mem::take(&mut self.lanes);
+        let name = self.name.clone();
+        let (ups, ups_done) = (&mut self.ups, &mut self.ups_done);
+        let pulled = rayon::in_place_scope(|s| {
+            s.spawn(|_| processed = run_lanes(&mut lanes, msgs, false, &name));
+            Self::pull_ups(ups, ups_done)
+        });
+        self.lanes = lanes;
+        processed?;
+        let all = pulled?;
+        self.pending = Some((self.inbox.take(), all));
+        Ok(false)
     }
 }

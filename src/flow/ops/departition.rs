@@ -146,6 +146,7 @@ where
                     lanes,
                     name: "a departition layer".into(),
                     finished: false,
+                    pending: None,
                 }),
                 lanes: 1,
             })

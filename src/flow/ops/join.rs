@@ -288,6 +288,7 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
                         lanes,
                         name: "a join layer".into(),
                         finished: false,
+                        pending: None,
                     }),
                     lanes: n,
                 })
