@@ -190,35 +190,8 @@ fn partition_hash_out_of_range_is_an_error() {
 
 // describe "run/1"
 
-fn thread_count() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Threads:"))
-                .map(|l| l[8..].trim().parse().unwrap())
-        })
-        .unwrap_or(0)
-}
-
-#[test]
-fn run_does_not_leave_threads_behind() {
-    // Upstream: no lingering messages nor monitors. Here: no thread outlives a run
-    // (rayon's global pool is started once, before the measurement).
-    let _: u64 = Flow::from_iter(1..=100u64).sum();
-    let before = thread_count();
-    for _ in 0..20 {
-        let v: Vec<u64> = Flow::from_iter_with(1..=100u64, Options::new().stages(4))
-            .reduce(|| 0, |a, x| a + x)
-            .on_trigger(|a, _| (vec![a], a))
-            .collect();
-        assert_eq!(v.iter().sum::<u64>(), 5050);
-        let _ = Flow::from_iter(vec![1u64])
-            .map(|_: u64| -> u64 { panic!("x") })
-            .try_run();
-    }
-    assert_eq!(thread_count(), before);
-}
+// "does not leave lingering messages nor monitors": see flow_threads_test.rs (it
+// counts the process's threads, so it runs alone in its own test binary).
 
 #[test]
 fn dropping_the_consumer_stops_an_endless_flow() {
