@@ -12,6 +12,16 @@ use crate::flow::window::{TriggerName, WindowKind};
 use crate::flow::{make_lanes, Flow, FlowError, Options, Reduced, Shape, TriggerInfo};
 
 /// A window's identity, passed to the `done` function of a departition.
+///
+/// ```
+/// use stageflow::flow::{Flow, Options, Window, WindowId, WindowKind};
+/// let ids: Vec<WindowId> = Flow::from_iter(1..=4u64)
+///     .partition(Options::new().stages(2).window(Window::count(10)))
+///     .reduce(|| 0, |a, x| a + x)
+///     .departition(|| 0, |s, a| s + a, |_, w| w)
+///     .collect();
+/// assert_eq!(ids, [WindowId { kind: WindowKind::Count, id: 0 }]);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WindowId {
     /// The upstream layer's window type.

@@ -13,6 +13,14 @@ use crate::flow::window::TriggerName;
 use crate::flow::{err_flow, make_lanes, Flow, Options, Shape, Window};
 
 /// Which unmatched events a join also emits, at the end of each window.
+///
+/// ```
+/// use stageflow::flow::{Flow, JoinMode, Options};
+/// let v: Vec<(Option<u8>, Option<u8>)> = Flow::bounded_join(
+///     JoinMode::RightOuter, Flow::from_iter(vec![1u8]), Flow::from_iter(vec![2u8]),
+///     |l: &u8| *l, |r: &u8| *r, |l, r| (l, r), Options::new()).collect();
+/// assert_eq!(v, [(None, Some(2))]);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinMode {
     /// Only matches.
@@ -27,6 +35,13 @@ pub enum JoinMode {
 
 /// An event of a join layer, before joining: which side it came from. Windows of a
 /// join are over `Side<L, R>` (e.g. a fixed window's `by` reads either side's time).
+///
+/// ```
+/// use stageflow::flow::{Side, Unit, Window};
+/// let _w = Window::fixed(1, Unit::Second, |e: &Side<(i64, u8), (i64, char)>| match e {
+///     Side::Left((t, _)) | Side::Right((t, _)) => *t,
+/// });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Side<L, R> {
     /// From the left flow.

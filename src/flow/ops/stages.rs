@@ -11,7 +11,17 @@ use crate::stage::{
 /// A stage subscription failed inside a flow source (turned into `FlowError::Stage`).
 pub(crate) struct StageFailure(pub String);
 
-/// The events of producer stages, as a flow source iterator.
+/// The events of a producer stage, as a flow source iterator (what
+/// [`Flow::from_stages`] reads; a failed subscription ends the flow with
+/// `FlowError::Stage`).
+///
+/// ```
+/// use stageflow::flow::{Flow, Options};
+/// use stageflow::{from_iter, FromIterOptions};
+/// let p = from_iter(vec![1u8, 2], FromIterOptions::new())?;
+/// assert_eq!(Flow::from_stages(vec![p], Options::new()).count(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct StageEvents<T: Send + 'static> {
     stream: StageStream<T>,
 }
@@ -30,6 +40,16 @@ impl<T: Send + 'static> Iterator for StageEvents<T> {
 /// A flow's output as an iterator for a producer stage: a failure of the flow
 /// panics inside the stage, which then stops with `Reason::Panic` carrying the
 /// flow's error message, so its consumers see it.
+///
+/// ```
+/// use stageflow::flow::Flow;
+/// use stageflow::{stream, DemandMode, Reason};
+/// let p = Flow::from_iter(vec![1u8]).map(|_: u8| -> u8 { panic!("no") }).into_producer()?;
+/// p.set_demand_mode(DemandMode::Forward)?;
+/// let _ = stream(&p).count();
+/// assert!(matches!(p.join(), Reason::Panic(m) if m.ends_with(": no")));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct FlowEvents<T: Send + 'static> {
     iter: FlowIter<'static, T>,
 }
@@ -48,6 +68,14 @@ impl<T: Send + 'static> Iterator for FlowEvents<T> {
 }
 
 /// The producer stage that runs a flow ([`Flow::into_producer`]).
+///
+/// ```
+/// use stageflow::flow::{Flow, FlowProducer};
+/// use stageflow::StageRef;
+/// let p: StageRef<FlowProducer<u8>> = Flow::from_iter(vec![1u8]).into_producer()?;
+/// p.stop(stageflow::Reason::Normal)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub type FlowProducer<T> = IterProducer<FlowEvents<T>>;
 
 fn stage_err(e: impl std::fmt::Display) -> FlowError {

@@ -21,6 +21,11 @@ use std::time::{Duration, Instant};
 use crate::flow::error::{invalid, FlowError};
 
 /// A unit of time for window durations and periodic triggers.
+///
+/// ```
+/// use stageflow::flow::Unit;
+/// assert_eq!(Unit::Minute.to_ms(2), 120_000);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Unit {
     /// 1 ms.
@@ -51,6 +56,16 @@ impl Unit {
 }
 
 /// The name of a trigger, passed to `on_trigger` in [`TriggerInfo`].
+///
+/// ```
+/// use stageflow::flow::{Flow, Options, TriggerName, Window};
+/// let names: Vec<TriggerName> = Flow::from_iter(1..=4u64)
+///     .partition(Options::new().stages(1).window(Window::global().trigger_every(2)))
+///     .reduce(|| 0, |a, x| a + x)
+///     .on_trigger(|a, info| (vec![info.trigger.clone()], a))
+///     .collect();
+/// assert_eq!(names, [TriggerName::Every(2), TriggerName::Every(2), TriggerName::Done]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TriggerName {
     /// The window is complete (end of input, or the window closed).
@@ -66,6 +81,11 @@ pub enum TriggerName {
 }
 
 /// The type of a window, as in the `{type, id, trigger}` tuple of Elixir's `on_trigger/3`.
+///
+/// ```
+/// use stageflow::flow::{Window, WindowKind};
+/// assert_eq!(Window::<u8>::count(2).kind(), WindowKind::Count);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WindowKind {
     /// [`Window::global`]; the id is always 0.
@@ -79,6 +99,16 @@ pub enum WindowKind {
 }
 
 /// What an `on_trigger` callback is told: which stage, which window, which trigger.
+///
+/// ```
+/// use stageflow::flow::{Flow, Options, TriggerName, Window, WindowKind};
+/// let infos: Vec<(usize, usize, WindowKind, i64)> = Flow::from_iter(1..=4u64)
+///     .partition(Options::new().stages(1).window(Window::count(2)))
+///     .reduce(|| 0, |a, x| a + x)
+///     .on_trigger(|a, info| (vec![(info.index, info.total, info.kind, info.window)], a))
+///     .collect();
+/// assert_eq!(infos, [(0, 1, WindowKind::Count, 0), (0, 1, WindowKind::Count, 1), (0, 1, WindowKind::Count, 2)]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TriggerInfo {
     /// The stage's index in its layer, `0..total`.
@@ -94,12 +124,24 @@ pub struct TriggerInfo {
 }
 
 /// A source of processing time for periodic windows and triggers.
+///
+/// ```
+/// use std::time::Duration;
+/// use stageflow::flow::{Clock, SystemClock};
+/// assert!(SystemClock::default().now() < Duration::from_secs(3600));
+/// ```
 pub trait Clock: Send + Sync + fmt::Debug {
     /// Time elapsed since an arbitrary fixed origin.
     fn now(&self) -> Duration;
 }
 
-/// The real clock (`Instant`).
+/// The real clock (`Instant`); the default of every window.
+///
+/// ```
+/// use std::sync::Arc;
+/// use stageflow::flow::{SystemClock, Unit, Window};
+/// let _w = Window::<u8>::periodic(1, Unit::Second).clock(Arc::new(SystemClock::default()));
+/// ```
 #[derive(Debug)]
 pub struct SystemClock(Instant);
 
@@ -148,6 +190,13 @@ impl Clock for ManualClock {
 }
 
 /// What a custom trigger's punctuation function decides for a batch.
+///
+/// ```
+/// use stageflow::flow::Punctuation;
+/// // Keep reducing the batch, count batches in the trigger state.
+/// let p: Punctuation<u8, usize> = Punctuation::Cont(vec![1, 2], 1);
+/// assert!(matches!(p, Punctuation::Cont(ref e, 1) if e.len() == 2));
+/// ```
 #[derive(Debug)]
 pub enum Punctuation<T, S> {
     /// Reduce these events (the batch itself, or a replacement; empty reduces nothing)
