@@ -3,6 +3,7 @@
 //! `stageflow::flow::FxBuildHasher`, on both sides).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use stageflow::flow::{Flow, FxBuildHasher, Options};
@@ -27,8 +28,8 @@ fn check(distinct: usize, total: u64, lines: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn read(lines: usize) -> String {
-    let text = std::fs::read_to_string(words::path()).expect("read words.txt");
+fn read(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).expect("read words.txt");
     if lines == words::LINES {
         return text;
     }
@@ -45,13 +46,15 @@ pub fn workload(events: Option<u64>) -> Workload {
     let lines = events
         .map(|e| ((e as usize).div_ceil(words::WORDS_PER_LINE)).clamp(1, words::LINES))
         .unwrap_or(words::LINES);
-    words::path(); // generate and verify once, outside the timed runs
+    // Generated and verified (SHA-256) once, here, outside the timed runs.
+    let path: PathBuf = words::path();
+    let p2 = path.clone();
     Workload {
         id: "W5".into(),
         events: (lines * words::WORDS_PER_LINE) as u64,
         baseline: "rayon par_chunks fold/reduce, FxHash",
         stageflow: Box::new(move || {
-            let text = read(lines);
+            let text = read(&path, lines);
             let counts: Vec<(&str, u64)> = Flow::from_iter(text.lines())
                 .flat_map(|line: &str| line.split(' '))
                 .partition(Options::new())
@@ -65,7 +68,7 @@ pub fn workload(events: Option<u64>) -> Workload {
             check(counts.len(), counts.iter().map(|c| c.1).sum(), lines)
         }),
         hand_written: Box::new(move || {
-            let text = read(lines);
+            let text = read(&p2, lines);
             let all: Vec<&str> = text.lines().collect();
             let counts = all
                 .par_chunks(1000)

@@ -40,12 +40,16 @@ impl Hasher for FxHasher {
             self.add(u64::from_le_bytes(bytes[..8].try_into().unwrap()));
             bytes = &bytes[8..];
         }
-        if bytes.len() >= 4 {
-            self.add(u32::from_le_bytes(bytes[..4].try_into().unwrap()) as u64);
-            bytes = &bytes[4..];
-        }
-        for &b in bytes {
-            self.add(b as u64);
+        // The tail in one word: two overlapping 4-byte reads for 4..=7 bytes, three
+        // byte reads for 1..=3 (words are short; a byte loop costs more than the hash).
+        let n = bytes.len();
+        if n >= 4 {
+            let lo = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as u64;
+            let hi = u32::from_le_bytes(bytes[n - 4..].try_into().unwrap()) as u64;
+            self.add(lo | (hi << 32));
+        } else if n > 0 {
+            let v = bytes[0] as u64 | (bytes[n / 2] as u64) << 8 | (bytes[n - 1] as u64) << 16;
+            self.add(v);
         }
     }
     #[inline]
