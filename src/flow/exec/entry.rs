@@ -34,6 +34,16 @@ enum Mode<T> {
     },
 }
 
+/// Whether a lane with this window and chain cannot tell batch boundaries apart (a
+/// global window without punctuation or timers, no `map_batch`): then batches larger
+/// than the layer's batch size are processed whole.
+pub(crate) fn is_loose<T>(window: &Window<T>, exact_batches: bool) -> bool {
+    matches!(window.kind, Kind::Global)
+        && window.punct.is_none()
+        && window.periodically.is_empty()
+        && !exact_batches
+}
+
 /// One lane's input: splits batches to the layer's batch size, assigns events to
 /// windows, runs the window's punctuation and timers, and drives the lane's chain.
 pub(crate) struct Entry<'a, T> {
@@ -94,10 +104,7 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
                 deadlines: Vec::new(),
             },
         };
-        let loose = matches!(window.kind, Kind::Global)
-            && window.punct.is_none()
-            && window.periodically.is_empty()
-            && !next.exact_batches();
+        let loose = is_loose(window, next.exact_batches());
         Entry {
             loose,
             next,
@@ -195,12 +202,7 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
                 // Maximal runs of consecutive events of one window; a batch inside one
                 // window (the common case) is passed on without copying.
                 let mut bounds: Vec<(usize, i64)> = Vec::new();
-                for (i, item) in items.iter().enumerate() {
-                    let idx = by(item) / d;
-                    if bounds.last().map_or(true, |&(_, j)| j != idx) {
-                        bounds.push((i, idx));
-                    }
-                }
+                by(&items, d, &mut bounds);
                 let mut runs: Vec<(i64, Vec<T>)> = Vec::with_capacity(bounds.len());
                 for &(start, idx) in bounds.iter().rev() {
                     runs.push((idx, items.split_off(start)));

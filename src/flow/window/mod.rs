@@ -224,7 +224,9 @@ pub(crate) enum Punct<T> {
 
 pub(crate) type PunctFn<T> = Box<dyn FnMut(Vec<T>) -> Punct<T> + Send>;
 pub(crate) type PunctFactory<T> = Arc<dyn Fn() -> PunctFn<T> + Send + Sync>;
-pub(crate) type ByFn<T> = Arc<dyn Fn(&T) -> i64 + Send + Sync>;
+/// Splits a batch into runs of one fixed window: `(start, window index)` per run. One
+/// dynamic call per batch; the user's `by` is inlined in the loop.
+pub(crate) type ByFn<T> = Arc<dyn Fn(&[T], i64, &mut Vec<(usize, i64)>) + Send + Sync>;
 
 pub(crate) enum Kind<T> {
     Global,
@@ -395,7 +397,29 @@ impl<T> Window<T> {
         let ms = unit.to_ms(n);
         let mut w = Window::new(Kind::Fixed {
             duration_ms: ms.clamp(1, i64::MAX as u64) as i64,
-            by: Arc::new(by),
+            by: Arc::new(move |items: &[T], d: i64, bounds: &mut Vec<(usize, i64)>| {
+                // Consecutive events mostly share a window: test the current window's
+                // range and divide (slow, `d` is not a constant) only on a change.
+                // Ranges follow `div` truncating toward zero (window 0 is (-d, d)).
+                let (mut lo, mut hi, mut cur) = (1i64, 0i64, 0i64);
+                for (i, item) in items.iter().enumerate() {
+                    let t = by(item);
+                    if t < lo || t > hi {
+                        cur = t / d;
+                        let start = cur.saturating_mul(d);
+                        (lo, hi) = match cur.signum() {
+                            1 => (start, start.saturating_add(d - 1)),
+                            -1 => (start.saturating_sub(d - 1), start),
+                            _ => (1 - d, d - 1),
+                        };
+                        if bounds.last().map_or(true, |&(_, j)| j != cur) {
+                            bounds.push((i, cur));
+                        }
+                    } else if bounds.is_empty() {
+                        bounds.push((i, cur));
+                    }
+                }
+            }),
             lateness: Duration::ZERO,
         });
         if n == 0 {
