@@ -38,7 +38,7 @@
 //! number of batches from the sources, the lanes of each layer process their batches
 //! on rayon's pool (one task per lane, so a lane's state is owned by one worker at a
 //! time; mapper chains are fused and work on whole batches), and routers move the
-//! output batches to the next layer's lanes. A round moves at most 65 536 source events
+//! output batches to the next layer's lanes. A round moves at most 16 384 source events
 //! (rounded to whole batches), so memory stays bounded for endless input; only the
 //! reducers' state remains between rounds.
 //!

@@ -28,7 +28,7 @@ use crate::flow::error::{panic_message, FlowError};
 use crate::flow::window::{TriggerName, WindowKind};
 
 /// Source events per round (rounded up to whole batches): the bound on in-flight data.
-pub(crate) const ROUND_EVENTS: usize = 1 << 16;
+pub(crate) const ROUND_EVENTS: usize = 1 << 14;
 
 /// What a lane of a layer knows about itself.
 #[derive(Clone, Debug)]
