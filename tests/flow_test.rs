@@ -1013,3 +1013,26 @@ fn discarded_events_are_reported() {
         .unwrap();
     assert_eq!(report.discarded_events, 10);
 }
+
+#[test]
+fn endless_windowed_flow_emits_as_windows_close() {
+    // Bounded memory for unbounded input: an endless source with a count window
+    // streams one sum per window as windows complete; taking 100 stops the flow.
+    let sums: Vec<u64> = Flow::from_iter_with(0u64.., Options::new().stages(1))
+        .partition_with(Options::new().stages(2).window(Window::count(1000)), |x| {
+            Some((*x % 2) as usize)
+        })
+        .reduce(|| 0, |a, x| a + x)
+        .emit_state()
+        .into_iter()
+        .take(100)
+        .collect();
+    assert_eq!(sums.len(), 100);
+    // With one source stage each partition sees its events in order: the first
+    // windows hold the evens 0..2000 (sum 999_000) and the odds 1..2000 (1_000_000).
+    assert!(
+        sums.contains(&999_000) && sums.contains(&1_000_000),
+        "{:?}",
+        &sums[..4]
+    );
+}
