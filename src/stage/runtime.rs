@@ -76,10 +76,12 @@ impl<S: Consumer> Callbacks<S> {
     }
 }
 
-/// What a producer stored while in accumulate mode, replayed in order on forward.
+/// What a producer stored while in accumulate mode, replayed on forward.
 enum Accumulated<T> {
     Demand(usize),
     Dispatch(Vec<T>),
+    /// An info queued behind stored events (it must not overtake them).
+    Info(u64),
 }
 
 /// A producer-consumer's unprocessed input, in arrival order.
@@ -431,13 +433,26 @@ impl<S: Stage> Runtime<S> {
             _ => {
                 let id = next_id();
                 self.infos.insert(id, f);
-                if !self.buffer.attach_info(id) {
-                    self.dispatcher.info(PendingInfo {
-                        id,
-                        owner: self.owner.clone(),
-                    });
+                if let Some(acc) = &mut self.accumulate {
+                    // Events emitted while accumulating count as buffered: the info
+                    // waits behind them (GenStage lets it overtake them).
+                    if acc.iter().any(|e| matches!(e, Accumulated::Dispatch(_))) {
+                        acc.push_back(Accumulated::Info(id));
+                        return;
+                    }
                 }
+                self.info_behind_buffer(id);
             }
+        }
+    }
+
+    /// Releases info `id` behind the events buffered now (at once if there are none).
+    fn info_behind_buffer(&mut self, id: u64) {
+        if !self.buffer.attach_info(id) {
+            self.dispatcher.info(PendingInfo {
+                id,
+                owner: self.owner.clone(),
+            });
         }
     }
 
@@ -458,21 +473,66 @@ impl<S: Stage> Runtime<S> {
             }
             (Kind::Producer, DemandMode::Forward) => {
                 if let Some(entries) = self.accumulate.take() {
-                    for entry in entries {
-                        match entry {
-                            Accumulated::Demand(k) => self.producer_demand(k),
-                            Accumulated::Dispatch(events) => self.dispatch_events(events),
-                        }
-                        if self.stopped() {
-                            break;
-                        }
-                    }
+                    self.replay(entries);
                 }
             }
             (Kind::ProducerConsumer, DemandMode::Forward) => {}
             _ => self
                 .log
                 .log(Level::Error, "demand mode can only be set for producers"),
+        }
+    }
+
+    /// Leaves accumulate mode: serves each stored demand in turn, never combined
+    /// (GenStage's replay), from the buffer first, then from the events emitted while
+    /// accumulating, then with `handle_demand`; what is left of the stored events and
+    /// infos is then dispatched in order (leftovers are buffered).
+    ///
+    /// GenStage replays demands and events in arrival order, so that `handle_demand`
+    /// called for an early demand emits events ahead of older stored ones; serving the
+    /// demands from the older events first keeps every producer's events in order.
+    fn replay(&mut self, entries: VecDeque<Accumulated<S::Out>>) {
+        let mut demands = Vec::new();
+        let mut stored = VecDeque::new();
+        for entry in entries {
+            match entry {
+                Accumulated::Demand(k) => demands.push(k),
+                other => stored.push_back(other),
+            }
+        }
+        for k in demands {
+            let mut k = self.take_from_buffer(k);
+            while k > 0 && !self.stopped() {
+                match stored.pop_front() {
+                    None => break,
+                    Some(Accumulated::Dispatch(mut events)) => {
+                        if events.len() > k {
+                            let rest = events.split_off(k);
+                            stored.push_front(Accumulated::Dispatch(rest));
+                        }
+                        k -= events.len();
+                        self.dispatch_events(events);
+                    }
+                    Some(Accumulated::Info(id)) => self.info_behind_buffer(id),
+                    Some(Accumulated::Demand(_)) => unreachable!("demands were set apart"),
+                }
+            }
+            if k > 0 && !self.stopped() {
+                self.demand_callback(k);
+            }
+            if self.stopped() {
+                return;
+            }
+        }
+        for entry in stored {
+            match entry {
+                Accumulated::Dispatch(events) => self.dispatch_events(events),
+                Accumulated::Info(id) => self.info_behind_buffer(id),
+                Accumulated::Demand(_) => unreachable!("demands were set apart"),
+            }
+            if self.stopped() {
+                return;
+            }
         }
     }
 
@@ -615,16 +675,22 @@ impl<S: Stage> Runtime<S> {
     }
 
     /// A producer's demand: buffer first, then `handle_demand` (or store it while
-    /// accumulating).
+    /// accumulating: all of it, the buffer is served at replay so that its events keep
+    /// their place ahead of those emitted meanwhile).
     fn producer_demand(&mut self, k: usize) {
-        let k = self.take_from_buffer(k);
-        if k == 0 || self.stopped() {
-            return;
-        }
         if let Some(acc) = &mut self.accumulate {
             acc.push_back(Accumulated::Demand(k));
             return;
         }
+        let k = self.take_from_buffer(k);
+        if k == 0 || self.stopped() {
+            return;
+        }
+        self.demand_callback(k);
+    }
+
+    /// Calls `handle_demand(k)` and dispatches what it emitted.
+    fn demand_callback(&mut self, k: usize) {
         // Room for what the callback is about to emit, within reason.
         self.out.reserve(k.min(1 << 16));
         let handle_demand = self.cb.handle_demand;
