@@ -705,8 +705,18 @@ impl<S: Stage> Runtime<S> {
             if taken.events.is_empty() && taken.infos.is_empty() {
                 break;
             }
-            k -= taken.events.len();
-            self.dispatch_events(taken.events);
+            let n = taken.events.len();
+            // Events that the dispatcher cannot take now go back to the front of the
+            // buffer, with the infos behind them: appending them (as GenStage does)
+            // would put them behind newer events. It happens when the demand being
+            // served was already met by events emitted beyond demand (an accumulated
+            // demand replayed late, a departed consumer's pending demand).
+            let left = self.dispatch_buffered(taken.events);
+            k -= n - left.len();
+            if !left.is_empty() {
+                self.buffer.unshift(left, taken.infos);
+                break;
+            }
             for id in taken.infos {
                 self.dispatcher.info(PendingInfo {
                     id,
@@ -720,6 +730,21 @@ impl<S: Stage> Runtime<S> {
             std::sync::atomic::Ordering::Relaxed,
         );
         k
+    }
+
+    /// Dispatches events taken from the buffer; returns what the dispatcher left.
+    fn dispatch_buffered(&mut self, events: Vec<S::Out>) -> Vec<S::Out> {
+        if events.is_empty() {
+            return events;
+        }
+        let n = events.len();
+        let left = self.dispatcher.dispatch(events);
+        let delivered = n - left.len();
+        Counters::add(&self.me.shared.metrics.events_out, delivered);
+        if self.kind == Kind::ProducerConsumer {
+            self.counter = self.counter.saturating_sub(delivered);
+        }
+        left
     }
 
     fn dispatch_events(&mut self, events: Vec<S::Out>) {
