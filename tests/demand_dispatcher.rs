@@ -19,7 +19,12 @@ type D = DemandDispatcher<char>;
 
 /// `{demands, pending, max, shuffle}`.
 fn state(d: &D) -> (Vec<(usize, Tag)>, usize, Option<usize>, bool) {
-    (d.demands(), d.pending(), d.max_demand(), d.shuffle_pending())
+    (
+        d.demands(),
+        d.pending(),
+        d.max_demand(),
+        d.shuffle_pending(),
+    )
 }
 
 fn subscribe(d: &mut D, s: &Subscriber<char>) {
@@ -138,13 +143,22 @@ fn subscribes_asks_multiple_consumers() {
     assert_eq!(d.ask(t1, 4), 4);
     assert_eq!(d.ask(t2, 2), 2);
     assert_eq!(d.ask(t3, 3), 3);
-    assert_eq!(state(&d), (vec![(4, t1), (3, t3), (2, t2)], 0, Some(4), false));
+    assert_eq!(
+        state(&d),
+        (vec![(4, t1), (3, t3), (2, t2)], 0, Some(4), false)
+    );
 
     assert_eq!(d.ask(t3, 2), 2);
-    assert_eq!(state(&d), (vec![(5, t3), (4, t1), (2, t2)], 0, Some(4), false));
+    assert_eq!(
+        state(&d),
+        (vec![(5, t3), (4, t1), (2, t2)], 0, Some(4), false)
+    );
 
     assert_eq!(d.ask(t2, 4), 4);
-    assert_eq!(state(&d), (vec![(6, t2), (5, t3), (4, t1)], 0, Some(4), false));
+    assert_eq!(
+        state(&d),
+        (vec![(6, t2), (5, t3), (4, t1)], 0, Some(4), false)
+    );
 }
 
 #[test]
@@ -270,7 +284,9 @@ fn warns_on_demand_mismatch() {
         max_demand: Some(3),
         ..Default::default()
     })
-    .log_to(LogSink::new(move |r| l.lock().unwrap().push(r.message.clone())));
+    .log_to(LogSink::new(move |r| {
+        l.lock().unwrap().push(r.message.clone())
+    }));
     subscribe(&mut d, &s1);
     subscribe(&mut d, &s2);
 

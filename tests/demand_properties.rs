@@ -187,7 +187,12 @@ fn run_topology(t: &Topology) -> Result<(), TestCaseError> {
     }
     prop_assert_eq!(seen, expected(&t.sources), "events lost in {}", name);
     let errors = errors.lock();
-    prop_assert!(errors.is_empty(), "errors logged in {}: {:?}", name, *errors);
+    prop_assert!(
+        errors.is_empty(),
+        "errors logged in {}: {:?}",
+        name,
+        *errors
+    );
     Ok(())
 }
 

@@ -60,14 +60,20 @@ fn buffer_emits_warning_and_keeps_first_when_it_exceeds_configured_size() {
             .name("keep-first")
             .log(log.sink()),
     );
-    assert_eq!(producer.call(Queue(atoms(&["a", "b", "c", "d", "e"]))).unwrap(), 0);
+    assert_eq!(
+        producer
+            .call(Queue(atoms(&["a", "b", "c", "d", "e"])))
+            .unwrap(),
+        0
+    );
     assert_eq!(log.text(), "");
     assert_eq!(producer.call(Queue(atoms(&["f", "g", "h"]))).unwrap(), 0);
     let lines = log.take();
     assert!(
         lines.iter().any(|r| r.level == Level::Warning
             && &*r.stage == "keep-first"
-            && r.message.contains("keep-first has discarded 3 events from buffer")),
+            && r.message
+                .contains("keep-first has discarded 3 events from buffer")),
         "{lines:?}"
     );
 
@@ -88,10 +94,16 @@ fn buffer_emits_warning_and_keeps_last_when_it_exceeds_configured_size() {
             .name("keep-last")
             .log(log.sink()),
     );
-    assert_eq!(producer.call(Queue(atoms(&["a", "b", "c", "d", "e"]))).unwrap(), 0);
+    assert_eq!(
+        producer
+            .call(Queue(atoms(&["a", "b", "c", "d", "e"])))
+            .unwrap(),
+        0
+    );
     assert_eq!(producer.call(Queue(atoms(&["f", "g", "h"]))).unwrap(), 0);
     assert!(
-        log.text().contains("keep-last has discarded 3 events from buffer"),
+        log.text()
+            .contains("keep-last has discarded 3 events from buffer"),
         "{}",
         log.text()
     );
@@ -109,7 +121,12 @@ fn buffer_may_have_limit_set_to_infinity() {
         Counter::new(0),
         ProducerOptions::new().buffer_size(BufferSize::Infinite),
     );
-    assert_eq!(producer.call(Queue(atoms(&["a", "b", "c", "d", "e"]))).unwrap(), 0);
+    assert_eq!(
+        producer
+            .call(Queue(atoms(&["a", "b", "c", "d", "e"])))
+            .unwrap(),
+        0
+    );
     assert_eq!(producer.call(Queue(atoms(&["f", "g", "h"]))).unwrap(), 0);
 
     let consumer = consumer(Forwarder::new(inbox.tx()));
@@ -118,7 +135,10 @@ fn buffer_may_have_limit_set_to_infinity() {
     assert_receive!(inbox, Msg::Consumed(b) if *b == atoms(&["e", "f", "g", "h"]));
 }
 
-fn discarded_buffer_logger(log_discarded: bool, log: &LogCapture) -> StageRef<DiscardedBufferLogger> {
+fn discarded_buffer_logger(
+    log_discarded: bool,
+    log: &LogCapture,
+) -> StageRef<DiscardedBufferLogger> {
     start_producer(
         DiscardedBufferLogger {
             log_discarded,
@@ -144,7 +164,11 @@ fn buffer_calls_optional_format_discarded_callback_with_discarded_count_when_it_
     producer
         .call(Queue(atoms(&["a", "b", "c", "d", "e", "f", "g", "h"])))
         .unwrap();
-    let text = log.take().iter().map(|r| r.message.clone()).collect::<Vec<_>>();
+    let text = log
+        .take()
+        .iter()
+        .map(|r| r.message.clone())
+        .collect::<Vec<_>>();
     assert!(
         text.iter()
             .any(|l| l.contains("DiscardedBufferLogger has discarded 3 events from buffer")),
@@ -199,7 +223,12 @@ fn buffer_returns_the_correct_buffer_count_when_polled() {
         Counter::new(0),
         ProducerOptions::new().buffer_size(BufferSize::Infinite),
     );
-    assert_eq!(producer.call(Queue(atoms(&["a", "b", "c", "d", "e"]))).unwrap(), 0);
+    assert_eq!(
+        producer
+            .call(Queue(atoms(&["a", "b", "c", "d", "e"])))
+            .unwrap(),
+        0
+    );
     assert_eq!(producer.estimate_buffered_count().unwrap(), 5);
     assert_eq!(producer.call(Queue(atoms(&["f", "g", "h"]))).unwrap(), 0);
     assert_eq!(producer.estimate_buffered_count().unwrap(), 8);
@@ -290,7 +319,9 @@ fn eventually_with_buffer(size: BufferSize, queued: Vec<V>) {
     producer.call(Queue(queued.clone())).unwrap();
     producer.sync_info("sync").unwrap();
     refute_received!(inbox, Msg::Info("sync"));
-    consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
+    consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     assert_receive!(inbox, Msg::Consumed(b) if *b == queued);
     assert_receive!(inbox, Msg::Info("sync"));
 }
@@ -324,7 +355,9 @@ fn info_delivers_info_to_producer_eventually_with_moving_buffer() {
     );
     // Subscribe (the hand-made consumer of the original: manual, never asks by itself).
     let consumer = consumer(Forwarder::manual(inbox.tx()));
-    consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
+    consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     let sub = manual_sub(&inbox);
     assert_receive!(inbox, Msg::ProducerSubscribed(_));
 
@@ -365,7 +398,9 @@ fn info_delivers_info_to_producer_eventually_when_dropping_buffer() {
     refute_received!(inbox, Msg::Info("sync"));
 
     let consumer = consumer(Forwarder::manual(inbox.tx()));
-    consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
+    consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     producer.call(Queue(atoms(&["c", "d", "e"]))).unwrap();
     assert_receive!(inbox, Msg::Info("sync"));
 }
@@ -378,7 +413,9 @@ fn info_delivers_multiple_info_to_producer_in_fifo_order() {
         ProducerOptions::new().buffer_size(BufferSize::Finite(10)),
     );
     let consumer = consumer(Forwarder::manual(inbox.tx()));
-    consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
+    consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     assert_receive!(inbox, Msg::ProducerSubscribed(_));
     let sub = manual_sub(&inbox);
 
@@ -397,11 +434,16 @@ fn info_delivers_multiple_info_to_producer_in_fifo_order() {
     assert_receive!(inbox, Msg::Consumed(b) if *b == atoms(&["g", "h"]));
 
     let messages: Vec<&'static str> = (1..=4)
-        .map(|n| match inbox.next(std::time::Duration::from_millis(500)) {
-            Some(Msg::Info(i)) => i,
-            Some(other) => panic!("expected an info, got {other:?}"),
-            None => panic!("Did not receive expected number of messages (got {})", n - 1),
-        })
+        .map(
+            |n| match inbox.next(std::time::Duration::from_millis(500)) {
+                Some(Msg::Info(i)) => i,
+                Some(other) => panic!("expected an info, got {other:?}"),
+                None => panic!(
+                    "Did not receive expected number of messages (got {})",
+                    n - 1
+                ),
+            },
+        )
         .collect();
     assert_eq!(messages, vec!["d", "e", "f", "i"]);
 }

@@ -126,7 +126,9 @@ fn producer_callbacks_handle_subscribe_4() {
     let inbox = Inbox::new();
     let producer = producer(Counter::pid(inbox.tx()));
     let consumer = consumer(Forwarder::new(inbox.tx()));
-    let tag = consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
+    let tag = consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     assert_receive!(inbox, Msg::ProducerSubscribed(t) if *t == tag);
 }
 
@@ -135,10 +137,15 @@ fn producer_callbacks_handle_subscribe_4_does_not_accept_manual_demand() {
     let inbox = Inbox::new();
     let mut counter = Counter::pid(inbox.tx());
     counter.producer_demand = Demand::Manual;
-    let producer = start_producer(counter, ProducerOptions::new().log(LogCapture::new().sink()))
-        .unwrap();
+    let producer = start_producer(
+        counter,
+        ProducerOptions::new().log(LogCapture::new().sink()),
+    )
+    .unwrap();
     let consumer = consumer(Forwarder::new(inbox.tx()));
-    let tag = consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
+    let tag = consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     assert_receive!(inbox, Msg::ProducerSubscribed(t) if *t == tag);
     assert!(matches!(exit_reason(&producer), Reason::BadReturn(_)));
 }
@@ -149,7 +156,10 @@ fn producer_callbacks_handle_cancel_3() {
     let producer = producer(Counter::pid(inbox.tx()));
     let consumer = consumer(Forwarder::new(inbox.tx()));
     let tag = consumer
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Temporary),
+        )
         .unwrap();
     assert_receive!(inbox, Msg::ProducerSubscribed(t) if *t == tag);
     subscribed(&inbox, tag).cancel(Reason::custom("oops"));
@@ -165,7 +175,10 @@ fn producer_callbacks_handle_cancel_3_on_consumer_down() {
     let producer = producer(Counter::pid(inbox.tx()));
     let consumer = consumer(Forwarder::new(inbox.tx()));
     let tag = consumer
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Temporary),
+        )
         .unwrap();
     assert_receive!(inbox, Msg::ProducerSubscribed(t) if *t == tag);
     consumer.kill();
@@ -198,7 +211,9 @@ impl HandleCall<GatedEarlyReplyQueue> for Counter {
 fn subscribe_and_ask_3(inbox: &Inbox) -> (StageRef<Counter>, StageRef<Forwarder>, Tag) {
     let producer = producer(Counter::pid(inbox.tx()));
     let consumer = consumer(Forwarder::manual(inbox.tx()));
-    let tag = consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
+    let tag = consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     subscribed(inbox, tag).ask(3);
     assert_receive!(inbox, Msg::ProducerSubscribed(t) if *t == tag);
     (producer, consumer, tag)
@@ -243,7 +258,10 @@ fn producer_callbacks_handle_call_3_allows_replies_before_sending_events() {
         .iter()
         .position(|m| matches!(m, Msg::Info("reply received")));
     assert!(events.is_some() && reply.is_some(), "{order:?}");
-    assert!(reply < events, "the reply must precede the events: {order:?}");
+    assert!(
+        reply < events,
+        "the reply must precede the events: {order:?}"
+    );
 }
 
 #[test]
@@ -288,7 +306,9 @@ fn consumer_callbacks_handle_subscribe_4() {
     let inbox = Inbox::new();
     let producer = producer(Counter::new(0));
     let consumer = consumer(Forwarder::new(inbox.tx()));
-    let tag = consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
+    let tag = consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     assert_receive!(inbox, Msg::ConsumerSubscribed(s) if s.tag() == tag);
 }
 
@@ -327,7 +347,10 @@ fn consumer_callbacks_handle_cancel_3_with_temporary_subscription() {
     let producer = producer(Counter::new(0));
     let consumer = consumer(Forwarder::new(inbox.tx()));
     let tag = consumer
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Temporary),
+        )
         .unwrap();
     subscribed(&inbox, tag).cancel(Reason::custom("oops"));
     assert_receive!(
@@ -343,7 +366,10 @@ fn consumer_callbacks_handle_cancel_3_with_normal_transient_subscription() {
     let producer = producer(Counter::new(0));
     let consumer = consumer(Forwarder::new(inbox.tx()));
     let tag = consumer
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Transient))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Transient),
+        )
         .unwrap();
     subscribed(&inbox, tag).cancel(Reason::Normal);
     assert_receive!(
@@ -461,7 +487,9 @@ fn producer_consumer_callbacks_producer_handle_subscribe_4() {
     let inbox = Inbox::new();
     let producer = doubler(&inbox);
     let consumer = consumer(Forwarder::new(inbox.tx()));
-    let tag = consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
+    let tag = consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     pc_subscribed(&inbox, Peer::Consumer, tag);
 }
 
@@ -477,7 +505,9 @@ fn producer_consumer_callbacks_producer_handle_subscribe_4_does_not_accept_manua
     )
     .unwrap();
     let consumer = consumer(Forwarder::new(inbox.tx()));
-    let tag = consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
+    let tag = consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     pc_subscribed(&inbox, Peer::Consumer, tag);
     assert!(matches!(exit_reason(&producer), Reason::BadReturn(_)));
 }
@@ -488,7 +518,10 @@ fn producer_consumer_callbacks_producer_handle_cancel_3() {
     let producer = doubler(&inbox);
     let consumer = consumer(Forwarder::new(inbox.tx()));
     let tag = consumer
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Temporary),
+        )
         .unwrap();
     pc_subscribed(&inbox, Peer::Consumer, tag);
     subscribed(&inbox, tag).cancel(Reason::custom("oops"));
@@ -504,7 +537,10 @@ fn producer_consumer_callbacks_producer_handle_cancel_3_on_consumer_down() {
     let producer = doubler(&inbox);
     let consumer = consumer(Forwarder::new(inbox.tx()));
     let tag = consumer
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Temporary),
+        )
         .unwrap();
     pc_subscribed(&inbox, Peer::Consumer, tag);
     consumer.kill();
@@ -521,7 +557,9 @@ fn producer_consumer_callbacks_consumer_handle_subscribe_4() {
     let inbox = Inbox::new();
     let producer = producer(Counter::new(0));
     let consumer = doubler(&inbox);
-    let tag = consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
+    let tag = consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     pc_subscribed(&inbox, Peer::Producer, tag);
 }
 
@@ -559,7 +597,12 @@ fn producer_consumer_callbacks_consumer_handle_subscribe_4_with_invalid_demand()
 fn pc_chain(
     inbox: &Inbox,
     mode: CancelMode,
-) -> (StageRef<Counter>, StageRef<Doubler>, StageRef<Forwarder>, Tag) {
+) -> (
+    StageRef<Counter>,
+    StageRef<Doubler>,
+    StageRef<Forwarder>,
+    Tag,
+) {
     let producer = producer(Counter::new(0));
     let pc = doubler(inbox);
     let forwarder = start_consumer(
@@ -650,4 +693,3 @@ fn producer_consumer_callbacks_consumer_handle_cancel_3_on_producer_down_with_pe
     );
     assert_eq!(exit_reason(&pc), Reason::Killed);
 }
-

@@ -89,9 +89,9 @@ fn gen_producer_message_errors_not_a_producer() {
         Some(RawMessage::Cancel(t, CancelReason::Cancel(_))) => assert_eq!(t, tag),
         other => panic!("expected a cancel, got {other:?}"),
     }
-    assert!(log
-        .text()
-        .contains(&format!("consumer cannot be subscribed to (subscription {tag})")));
+    assert!(log.text().contains(&format!(
+        "consumer cannot be subscribed to (subscription {tag})"
+    )));
     assert!(consumer.is_alive());
 
     // Through the handle API the mistake is refused before anything is sent.

@@ -180,7 +180,10 @@ fn stream_exits_when_producer_is_dead_and_subscription_is_temporary() {
     let producer = producer(Counter::new(0));
     producer.stop(Reason::Normal).unwrap();
     let stream = StageStream::new()
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Temporary),
+        )
         .unwrap();
     assert_eq!(take(stream, 10), vec![]);
 }
@@ -199,7 +202,10 @@ fn stream_exits_when_producer_does_not_ack_and_lives_and_subscription_is_tempora
 fn stream_sends_termination_message_on_done() {
     let producer = from_iter(0u64.., FromIterOptions::new()).unwrap();
     let stream = StageStream::new()
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Transient))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Transient),
+        )
         .unwrap();
     let got: Vec<u64> = stream.take(10).map(Result::unwrap).collect();
     assert_eq!(got, (0..10).collect::<Vec<_>>());
@@ -210,7 +216,10 @@ fn stream_sends_termination_message_on_done() {
 fn stream_sends_termination_message_on_halt() {
     let producer = from_iter((0u64..).take(10), FromIterOptions::new()).unwrap();
     let stream = StageStream::new()
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Transient))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Transient),
+        )
         .unwrap();
     let got: Vec<u64> = stream.map(Result::unwrap).collect();
     assert_eq!(got, (0..10).collect::<Vec<_>>());
@@ -223,7 +232,10 @@ fn stream_sends_termination_message_on_halt_of_an_inexact_iterator() {
     // producer only learns the end by pulling past it.
     let producer = from_iter((0u64..10).filter(|_| true), FromIterOptions::new()).unwrap();
     let stream = StageStream::new()
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Transient))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Transient),
+        )
         .unwrap();
     let got: Vec<u64> = stream.map(Result::unwrap).collect();
     assert_eq!(got, (0..10).collect::<Vec<_>>());
@@ -266,7 +278,11 @@ fn from_enumerable_2_accepts_a_on_cancel_option() {
     assert_eq!(got, vec![1, 2, 3, 1, 2]);
     assert!(p.join_timeout(REFUTE_TIMEOUT).is_none());
 
-    let p = from_iter(cycle(), FromIterOptions::new().on_cancel(OnCancel::Continue)).unwrap();
+    let p = from_iter(
+        cycle(),
+        FromIterOptions::new().on_cancel(OnCancel::Continue),
+    )
+    .unwrap();
     let got: Vec<u64> = stream(&p).take(5).map(Result::unwrap).collect();
     assert_eq!(got, vec![1, 2, 3, 1, 2]);
     assert!(p.join_timeout(REFUTE_TIMEOUT).is_none());
@@ -274,8 +290,5 @@ fn from_enumerable_2_accepts_a_on_cancel_option() {
     let p = from_iter(cycle(), FromIterOptions::new().on_cancel(OnCancel::Stop)).unwrap();
     let got: Vec<u64> = stream(&p).take(5).map(Result::unwrap).collect();
     assert_eq!(got, vec![1, 2, 3, 1, 2]);
-    assert_eq!(
-        p.join_timeout(Duration::from_secs(5)),
-        Some(Reason::Normal)
-    );
+    assert_eq!(p.join_timeout(Duration::from_secs(5)), Some(Reason::Normal));
 }

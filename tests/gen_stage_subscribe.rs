@@ -41,7 +41,9 @@ fn sync_subscribe_2_returns_ok_with_reference() {
     let inbox = Inbox::new();
     let producer = producer(Counter::new(0));
     let consumer = consumer(Forwarder::new(inbox.tx()));
-    let tag = consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
+    let tag = consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     assert_receive!(inbox, Msg::ConsumerSubscribed(s) if s.tag() == tag);
 }
 
@@ -89,7 +91,9 @@ fn sync_subscribe_2_consumer_exits_when_producer_is_dead_and_subscription_is_per
         ConsumerOptions::new().log(LogCapture::new().sink()),
     )
     .unwrap();
-    assert!(consumer.subscribe(&producer, SubscribeOptions::new()).is_ok());
+    assert!(consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .is_ok());
     assert_eq!(exit_reason(&consumer), Reason::NoProc);
 }
 
@@ -100,7 +104,10 @@ fn sync_subscribe_2_consumer_does_not_exit_when_producer_is_dead_and_subscriptio
     producer.stop(Reason::Normal).unwrap();
     let consumer = consumer(Forwarder::new(inbox.tx()));
     let tag = consumer
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Temporary),
+        )
         .unwrap();
     // Like a monitor of a dead pid, the subscription ends at once with `noproc`.
     assert_receive!(
@@ -118,7 +125,10 @@ fn sync_resubscribe_2_returns_ok_with_reference() {
     let producer = producer(Counter::new(0));
     let consumer = consumer(Forwarder::new(inbox.tx()));
     let old = consumer
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Temporary),
+        )
         .unwrap();
     let new = consumer
         .resubscribe(
@@ -188,7 +198,10 @@ fn async_resubscribe_2_returns_ok_with_reference() {
     let producer = producer(Counter::new(0));
     let consumer = consumer(Forwarder::new(inbox.tx()));
     let old = consumer
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Temporary),
+        )
         .unwrap();
     consumer
         .async_resubscribe(

@@ -76,7 +76,12 @@ impl Topology {
         p
     }
 
-    fn relay<S: Source<u64>>(&mut self, upstream: &[&S], max: usize, min: usize) -> StageRef<Relay> {
+    fn relay<S: Source<u64>>(
+        &mut self,
+        upstream: &[&S],
+        max: usize,
+        min: usize,
+    ) -> StageRef<Relay> {
         let mut opts = ProducerConsumerOptions::new().log(self.log());
         for u in upstream {
             opts = opts.subscribe_to(*u, transient(max, min));
@@ -111,7 +116,10 @@ impl Topology {
         let s = start_consumer(
             sink,
             ConsumerOptions::new()
-                .subscribe_to(upstream, SubscribeOptions::new().cancel(CancelMode::Transient))
+                .subscribe_to(
+                    upstream,
+                    SubscribeOptions::new().cancel(CancelMode::Transient),
+                )
                 .log(self.log()),
         )
         .unwrap();

@@ -128,9 +128,16 @@ impl HandleCast<Push> for Finite {
 /// What one subscription has asked for and received.
 enum Model {
     /// GenStage's rule: `demand` still owed.
-    Auto { max: usize, min: usize, demand: usize },
+    Auto {
+        max: usize,
+        min: usize,
+        demand: usize,
+    },
     /// Manual: asks counted (by whoever asks) in `asked`, before they are sent.
-    Manual { asked: Arc<AtomicUsize>, received: usize },
+    Manual {
+        asked: Arc<AtomicUsize>,
+        received: usize,
+    },
 }
 
 impl Model {
@@ -285,7 +292,12 @@ impl Stage for Relay {
         })
     }
 
-    fn handle_cancel(&mut self, _: CancelReason, from: &SubscriptionRef, ctx: &mut Context<'_, Self>) {
+    fn handle_cancel(
+        &mut self,
+        _: CancelReason,
+        from: &SubscriptionRef,
+        ctx: &mut Context<'_, Self>,
+    ) {
         if self.inlet.cancel(from.tag()) {
             let _ = ctx.myself().async_info(Done);
         }
@@ -293,7 +305,12 @@ impl Stage for Relay {
 }
 
 impl ProducerConsumer for Relay {
-    fn handle_events(&mut self, events: Vec<u64>, from: &SubscriptionRef, ctx: &mut Context<'_, Self>) {
+    fn handle_events(
+        &mut self,
+        events: Vec<u64>,
+        from: &SubscriptionRef,
+        ctx: &mut Context<'_, Self>,
+    ) {
         self.inlet.events(&events, from);
         ctx.emit_batch(events);
     }
@@ -366,7 +383,12 @@ impl Stage for Sink {
         Ok(self.inlet.subscribe(info, from))
     }
 
-    fn handle_cancel(&mut self, _: CancelReason, from: &SubscriptionRef, ctx: &mut Context<'_, Self>) {
+    fn handle_cancel(
+        &mut self,
+        _: CancelReason,
+        from: &SubscriptionRef,
+        ctx: &mut Context<'_, Self>,
+    ) {
         if self.inlet.cancel(from.tag()) {
             ctx.stop(Reason::Normal);
         }
@@ -380,7 +402,12 @@ impl Stage for Sink {
 }
 
 impl Consumer for Sink {
-    fn handle_events(&mut self, events: Vec<u64>, from: &SubscriptionRef, _ctx: &mut Context<'_, Self>) {
+    fn handle_events(
+        &mut self,
+        events: Vec<u64>,
+        from: &SubscriptionRef,
+        _ctx: &mut Context<'_, Self>,
+    ) {
         self.inlet.events(&events, from);
         self.received.extend(events);
     }

@@ -363,7 +363,12 @@ impl Producer for Counter {
 
 impl HandleCall<Queue> for Counter {
     type Reply = u64;
-    fn handle_call(&mut self, q: Queue, _: &ReplyTo<u64>, ctx: &mut Context<'_, Self>) -> Option<u64> {
+    fn handle_call(
+        &mut self,
+        q: Queue,
+        _: &ReplyTo<u64>,
+        ctx: &mut Context<'_, Self>,
+    ) -> Option<u64> {
         ctx.emit_all(q.0);
         Some(self.counter)
     }
@@ -385,7 +390,12 @@ impl HandleCall<EarlyReplyQueue> for Counter {
 
 impl HandleCall<StopCall> for Counter {
     type Reply = ();
-    fn handle_call(&mut self, _: StopCall, _: &ReplyTo<()>, ctx: &mut Context<'_, Self>) -> Option<()> {
+    fn handle_call(
+        &mut self,
+        _: StopCall,
+        _: &ReplyTo<()>,
+        ctx: &mut Context<'_, Self>,
+    ) -> Option<()> {
         ctx.stop(Reason::Shutdown);
         Some(())
     }
@@ -631,7 +641,12 @@ impl Consumer for Forwarder {
 
 impl HandleCall<AskCall> for Forwarder {
     type Reply = ();
-    fn handle_call(&mut self, a: AskCall, _: &ReplyTo<()>, _ctx: &mut Context<'_, Self>) -> Option<()> {
+    fn handle_call(
+        &mut self,
+        a: AskCall,
+        _: &ReplyTo<()>,
+        _ctx: &mut Context<'_, Self>,
+    ) -> Option<()> {
         a.0.ask(a.1);
         Some(())
     }
@@ -672,7 +687,12 @@ impl Producer for DiscardedBufferLogger {
 
 impl HandleCall<Queue> for DiscardedBufferLogger {
     type Reply = ();
-    fn handle_call(&mut self, q: Queue, _: &ReplyTo<()>, ctx: &mut Context<'_, Self>) -> Option<()> {
+    fn handle_call(
+        &mut self,
+        q: Queue,
+        _: &ReplyTo<()>,
+        ctx: &mut Context<'_, Self>,
+    ) -> Option<()> {
         ctx.emit_all(q.0);
         Some(())
     }
