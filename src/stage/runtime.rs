@@ -660,14 +660,20 @@ impl<S: Stage> Runtime<S> {
 
     /// Demand reported by the dispatcher.
     fn serve_demand(&mut self, k: usize) {
-        if k == 0 || self.stopped() {
+        if self.stopped() {
             return;
         }
         match self.kind {
-            Kind::Producer => self.producer_demand(k),
+            Kind::Producer if k > 0 => self.producer_demand(k),
+            Kind::Producer => {}
             Kind::ProducerConsumer => {
+                // As GenStage does after every dispatcher callback, even one reporting
+                // no new demand: serve the whole outstanding demand from the buffer
+                // first. A consumer whose ask is covered by a departed consumer's
+                // pending demand is then served the buffered events, in order.
                 self.counter += k;
-                self.take_from_buffer(k);
+                let outstanding = self.counter;
+                self.take_from_buffer(outstanding);
                 self.process_queue();
             }
             Kind::Consumer => {}
