@@ -179,3 +179,60 @@ fn quirk_resubscribe_stops_a_consumer_whose_old_subscription_is_permanent() {
         .unwrap();
     assert_eq!(exit_reason(&consumer), Reason::custom("resubscribe"));
 }
+
+/// Found while porting (GenStage does the same): a producer-consumer whose only
+/// consumer leaves with demand unmet keeps a positive demand counter that undelivered
+/// events never lower, so it used to pull from its producer and buffer forever. Its
+/// buffer must stay bounded by that unmet demand (DESIGN.md invariant 2), and the
+/// events must still reach the next consumer.
+#[test]
+fn producer_consumer_buffer_stays_bounded_after_a_consumer_leaves_with_unmet_demand() {
+    let ainbox = Inbox::new();
+    let producer = producer(Counter::new(0));
+    let pc = start_producer_consumer(
+        Identity,
+        ProducerConsumerOptions::new().subscribe_to(&producer, sub(10, 5)),
+    )
+    .unwrap();
+    let a = consumer(Forwarder::manual(ainbox.tx()));
+    a.subscribe(&pc, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .unwrap();
+    let sub_a = manual_subscription(&ainbox);
+    sub_a.ask(1000);
+    let Msg::Consumed(mut seen_by_a) = assert_receive!(ainbox, Msg::Consumed(_)) else {
+        unreachable!()
+    };
+    sub_a.cancel(Reason::custom("gone"));
+    assert_receive!(ainbox, Msg::ConsumerCancelled(..));
+
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let settled = pc.estimate_buffered_count().unwrap();
+    let pulled = producer.metrics().events_out;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        pc.estimate_buffered_count().unwrap(),
+        settled,
+        "still buffering"
+    );
+    assert_eq!(producer.metrics().events_out, pulled, "still pulling");
+    // The unmet demand (at most 1000) plus one batch.
+    assert!(settled <= 1000 + 5, "{settled} events buffered");
+
+    // A new consumer gets what was buffered, from the start, in order.
+    let binbox = Inbox::new();
+    let b = consumer(Forwarder::manual(binbox.tx()));
+    b.subscribe(&pc, SubscribeOptions::new()).unwrap();
+    manual_subscription(&binbox).ask(10);
+    let Msg::Consumed(first) = assert_receive!(binbox, Msg::Consumed(_)) else {
+        unreachable!()
+    };
+    while let Some(m) = ainbox.next(REFUTE_TIMEOUT) {
+        if let Msg::Consumed(e) = m {
+            seen_by_a = e;
+        }
+    }
+    let (V::I(a_last), V::I(b_first)) = (seen_by_a.last().unwrap(), &first[0]) else {
+        panic!("integers expected")
+    };
+    assert_eq!(*b_first, a_last + 1);
+}
