@@ -41,6 +41,8 @@ struct SourcePlan {
     modes: Vec<Emit>,
     /// Casts of `Push(n)` sent right after the producer starts: events without demand.
     pushes: Vec<usize>,
+    /// More casts, sent while the events flow.
+    late_pushes: Vec<usize>,
 }
 
 fn source_plan() -> impl Strategy<Value = SourcePlan> {
@@ -48,8 +50,14 @@ fn source_plan() -> impl Strategy<Value = SourcePlan> {
         1u64..300,
         prop::collection::vec(emit(), 1..4),
         prop::collection::vec(1usize..30, 0..3),
+        prop::collection::vec(1usize..30, 0..3),
     )
-        .prop_map(|(len, modes, pushes)| SourcePlan { len, modes, pushes })
+        .prop_map(|(len, modes, pushes, late_pushes)| SourcePlan {
+            len,
+            modes,
+            pushes,
+            late_pushes,
+        })
 }
 
 /// `(max_demand, min_demand)`.
@@ -170,6 +178,12 @@ fn run_topology(t: &Topology) -> Result<(), TestCaseError> {
 
     for p in &producers {
         p.set_demand_mode(DemandMode::Forward).unwrap();
+    }
+    for (p, plan) in producers.iter().zip(&t.sources) {
+        for &n in &plan.late_pushes {
+            // The source may be done already: then the cast finds it gone.
+            let _ = p.cast(Push(n));
+        }
     }
 
     join_all("consumer", &name, &sinks);
