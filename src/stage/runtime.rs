@@ -628,10 +628,12 @@ impl<S: Stage> Runtime<S> {
 
     fn producer_ask(&mut self, tag: Tag, n: usize) {
         if !self.consumers.contains_key(&tag) {
-            // GenStage answers `{:cancel, :unknown_subscription}`; we have no address
-            // for an unknown tag, so it is logged instead.
+            // GenStage answers `{:cancel, :unknown_subscription}`, silently; we have no
+            // address for an unknown tag, so it is logged instead, at info level: the
+            // usual cause is benign, a consumer that cancelled and still re-asked for
+            // events that were on their way before our confirmation reached it.
             self.log.log(
-                Level::Error,
+                Level::Info,
                 format!("received ask for unknown subscription {tag}"),
             );
             return;
