@@ -105,6 +105,19 @@ impl Topology {
         self.sinks.push(s);
     }
 
+    /// A sink that leaves after `n` events.
+    fn leaving_sink<S: Source<u64>>(&mut self, upstream: &S, max: usize, min: usize, n: usize) {
+        let who = format!("{} leaving sink {}", self.name, self.sinks.len());
+        let s = start_consumer(
+            Sink::new(who, self.reports.0.clone()).cancel_after(n),
+            ConsumerOptions::new()
+                .subscribe_to(upstream, transient(max, min))
+                .log(self.log()),
+        )
+        .unwrap();
+        self.sinks.push(s);
+    }
+
     fn manual_sink<S: Source<u64>>(&mut self, upstream: &S, each: usize) {
         let who = format!("{} manual sink", self.name);
         let sink = Sink::manual(
@@ -140,15 +153,17 @@ impl Topology {
 
     /// Starts the flow and waits for every stage; checks that each event arrived once.
     fn run(self) {
-        self.run_with(|| {});
+        self.run_with(Vec::new);
     }
 
-    /// Like `run`, with `feed` running on this thread while the topology works.
-    fn run_with(self, feed: impl FnOnce()) {
+    /// Like `run`, with `feed` running on this thread while the topology works; it
+    /// returns the sinks it started, which count like the others.
+    fn run_with(mut self, feed: impl FnOnce() -> Vec<StageRef<Sink>>) {
         for (p, _) in &self.producers {
             p.set_demand_mode(DemandMode::Forward).unwrap();
         }
-        feed();
+        let more = feed();
+        self.sinks.extend(more);
         for s in &self.sinks {
             self.join("consumer", s);
         }
@@ -180,10 +195,10 @@ impl Topology {
         let errors = self.errors.lock();
         assert!(
             errors.is_empty(),
-            "{}: {} errors logged, first: {:?}",
+            "{}: {} errors logged: {:?}",
             self.name,
             errors.len(),
-            errors.first()
+            *errors
         );
     }
 }
@@ -283,5 +298,49 @@ fn producers_emitting_without_demand() {
         while p.cast(Push(1000)).is_ok() {
             std::thread::yield_now();
         }
+        Vec::new()
+    });
+}
+
+/// Consumers leaving mid-stream (their unmet demand becomes the dispatcher's pending
+/// demand) and consumers joining late, on a producer and on a producer-consumer. Events
+/// already sent to a leaving consumer are still handled by it, so every event is still
+/// received exactly once, by someone.
+#[test]
+fn consumers_leaving_and_joining_mid_stream() {
+    let mut t = Topology::new("consumer churn");
+    let p = t.producer(300_000, vec![Emit::Exactly, Emit::More(20), Emit::Fewer]);
+    let r = t.relay(&[&p], 50, 10);
+    t.sink(&[&r], 20, 10);
+    t.leaving_sink(&r, 100, 0, 300);
+    t.leaving_sink(&r, 7, 3, 1);
+    t.sink(&[&p], 30, 15);
+    t.leaving_sink(&p, 1000, 500, 1000);
+    t.leaving_sink(&p, 1, 0, 5);
+    let (r2, p2) = (r.clone(), p.clone());
+    let reports = t.reports.0.clone();
+    let errors = t.log();
+    t.run_with(|| {
+        let mut late = Vec::new();
+        // Late joiners, while the events flow (temporary: they may find the stage gone).
+        for (i, (max, min)) in [(10, 5), (500, 250), (1, 0)].into_iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(2));
+            let s = start_consumer(
+                Sink::new(format!("late sink {i}"), reports.clone()),
+                ConsumerOptions::new().log(errors.clone()),
+            )
+            .unwrap();
+            let opts = SubscribeOptions::new()
+                .max_demand(max)
+                .min_demand(min)
+                .cancel(CancelMode::Temporary);
+            if i % 2 == 0 {
+                s.subscribe(&r2, opts).unwrap();
+            } else {
+                s.subscribe(&p2, opts).unwrap();
+            }
+            late.push(s);
+        }
+        late
     });
 }

@@ -329,6 +329,8 @@ pub struct Sink {
     received: Vec<u64>,
     report: Sender<(String, Vec<u64>)>,
     subscriptions: Option<Sender<SubscriptionRef>>,
+    /// Cancel every subscription (reason `Normal`) once this many events arrived.
+    cancel_after: Option<usize>,
 }
 
 impl Sink {
@@ -338,6 +340,7 @@ impl Sink {
             received: Vec::new(),
             report,
             subscriptions: None,
+            cancel_after: None,
         }
     }
 
@@ -354,6 +357,7 @@ impl Sink {
             received: Vec::new(),
             report,
             subscriptions: None,
+            cancel_after: None,
         }
     }
 }
@@ -362,6 +366,13 @@ impl Sink {
     /// Also send each subscription's `SubscriptionRef` to `tx` (to ask from outside).
     pub fn report_subscriptions(mut self, tx: Sender<SubscriptionRef>) -> Sink {
         self.subscriptions = Some(tx);
+        self
+    }
+
+    /// Leave (cancel the subscription it got the events from) after `n` events; the
+    /// events already on their way are still handled, then the sink stops.
+    pub fn cancel_after(mut self, n: usize) -> Sink {
+        self.cancel_after = Some(n);
         self
     }
 }
@@ -410,6 +421,12 @@ impl Consumer for Sink {
     ) {
         self.inlet.events(&events, from);
         self.received.extend(events);
+        if let Some(n) = self.cancel_after {
+            if self.received.len() >= n {
+                self.cancel_after = None;
+                from.cancel(Reason::Normal);
+            }
+        }
     }
 }
 
