@@ -5,6 +5,9 @@
 //! subscription, producers that answer demand with fewer, exactly or more events than
 //! asked (and emit more from casts, without any demand), and, separately, a manual
 //! consumer asked random amounts from the test thread. Checked:
+//! Some consumers leave mid-stream (cancelling the subscription they got events from;
+//! what was already on its way to them still reaches them).
+//!
 //! - no consumer side ever receives more than it asked for, per subscription (each
 //!   stage re-computes its credit: GenStage's rule for automatic subscriptions, the
 //!   asks made for manual ones), and automatic batches never exceed `max - min`;
@@ -70,15 +73,16 @@ struct Topology {
     sources: Vec<SourcePlan>,
     /// One subscription option per relay in the chain (to the stage before it).
     relays: Vec<(usize, usize)>,
-    /// One subscription option per consumer (to the last stage, or to every producer).
-    sinks: Vec<(usize, usize)>,
+    /// One subscription option per consumer (to the last stage, or to every producer),
+    /// and, for all but the first, maybe a number of events after which it leaves.
+    sinks: Vec<((usize, usize), Option<usize>)>,
 }
 
 fn topology() -> impl Strategy<Value = Topology> {
     (
         prop::collection::vec(source_plan(), 1..=2),
         prop::collection::vec(demand(), 0..=2),
-        prop::collection::vec(demand(), 1..=3),
+        prop::collection::vec((demand(), prop::option::of(1usize..200)), 1..=3),
     )
         .prop_map(|(sources, relays, sinks)| Topology {
             sources,
@@ -162,7 +166,7 @@ fn run_topology(t: &Topology) -> Result<(), TestCaseError> {
         .sinks
         .iter()
         .enumerate()
-        .map(|(i, &(max, min))| {
+        .map(|(i, &((max, min), leave))| {
             let mut opts = ConsumerOptions::new().log(error_sink(&errors));
             match relays.last() {
                 None => {
@@ -172,7 +176,12 @@ fn run_topology(t: &Topology) -> Result<(), TestCaseError> {
                 }
                 Some(last) => opts = opts.subscribe_to(last, transient(max, min)),
             }
-            start_consumer(Sink::new(format!("sink {i}"), report_tx.clone()), opts).unwrap()
+            let mut sink = Sink::new(format!("sink {i}"), report_tx.clone());
+            // The first sink stays to the end: someone must drain the sources.
+            if let (true, Some(n)) = (i > 0, leave) {
+                sink = sink.cancel_after(n);
+            }
+            start_consumer(sink, opts).unwrap()
         })
         .collect();
 
