@@ -107,6 +107,12 @@ pub enum DemandMode {
     Forward,
     /// Store demand (and events emitted meanwhile) until switched to `Forward`; stored
     /// demands are replayed one by one, never added together.
+    ///
+    /// On the switch, the events emitted while accumulating are dispatched first, then
+    /// the stored demands are served (buffer first, then `handle_demand`), so events
+    /// reach consumers in the order the producer emitted them. GenStage replays both
+    /// kinds of entry in arrival order, which lets events emitted at replay overtake
+    /// older stored ones; stageflow deliberately does not.
     Accumulate,
 }
 
