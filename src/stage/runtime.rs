@@ -666,6 +666,9 @@ impl<S: Stage> Runtime<S> {
         }
         let n = events.len();
         let left = self.dispatcher.dispatch(events);
+        if let Some(reason) = self.dispatcher.take_error() {
+            self.request_stop(reason);
+        }
         let delivered = n - left.len();
         Counters::add(&self.me.shared.metrics.events_out, delivered);
         if self.kind == Kind::ProducerConsumer {

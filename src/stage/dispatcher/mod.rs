@@ -61,6 +61,14 @@ pub trait Dispatcher<T: Send + 'static>: Send + 'static {
     fn set_log(&mut self, log: LogSink) {
         let _ = log;
     }
+
+    /// An error that must stop the owning stage, such as a partition hash that
+    /// panicked or named an unknown partition. The stage checks it after every
+    /// `dispatch` and stops with the reason (GenStage would crash the producer inside
+    /// the dispatcher). The default never reports one.
+    fn take_error(&mut self) -> Option<Reason> {
+        None
+    }
 }
 
 /// One subscription as a dispatcher sees it: where to send events, and who the
