@@ -7,16 +7,21 @@
 //! events that cannot be delivered are handed back as leftovers and go to the
 //! producer's buffer.
 //!
-//! [`DemandDispatcher`] is the default. Every dispatcher can be tested on its own with
+//! [`DemandDispatcher`] is the default; [`BroadcastDispatcher`] sends every event to
+//! every consumer and [`PartitionDispatcher`] each event to one partition. Every dispatcher can be tested on its own with
 //! a [`Probe`], which records what the dispatcher sent.
 
+mod broadcast;
 mod demand;
+mod partition;
 mod probe;
 
 use std::fmt;
 use std::sync::Arc;
 
+pub use broadcast::BroadcastDispatcher;
 pub use demand::{DemandDispatcher, DemandDispatcherOptions};
+pub use partition::{HashFn, PartitionDispatcher, PartitionStats, Partitions, DEFAULT_MAX_QUEUE};
 pub use probe::{Probe, Received};
 
 use super::log::LogSink;
