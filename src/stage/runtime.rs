@@ -669,6 +669,10 @@ impl<S: Stage> Runtime<S> {
         if let Some(reason) = self.dispatcher.take_error() {
             self.request_stop(reason);
         }
+        let released = self.dispatcher.take_demand();
+        if released > 0 {
+            let _ = self.me.exec(move |rt| rt.serve_demand(released));
+        }
         let delivered = n - left.len();
         Counters::add(&self.me.shared.metrics.events_out, delivered);
         if self.kind == Kind::ProducerConsumer {

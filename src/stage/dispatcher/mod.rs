@@ -74,6 +74,14 @@ pub trait Dispatcher<T: Send + 'static>: Send + 'static {
     fn take_error(&mut self) -> Option<Reason> {
         None
     }
+
+    /// Demand the dispatcher released on its own during `dispatch` (demand it had
+    /// held back, e.g. while a partition queue was full). The stage checks it after
+    /// every `dispatch` and serves it like demand returned by `ask`, from its mailbox
+    /// (never recursively). The default never releases any.
+    fn take_demand(&mut self) -> usize {
+        0
+    }
 }
 
 /// One subscription as a dispatcher sees it: where to send events, and who the
