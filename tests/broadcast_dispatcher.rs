@@ -152,7 +152,10 @@ fn subscribes_asks_dispatches_and_repeats() {
     assert_eq!(state(&d), (vec![(0, r1)], 10, 10, 1));
     assert!(d.dispatch(vec!['a', 'b', 'c']).is_empty());
     assert_eq!(state(&d), (vec![(0, r1)], 7, 7, 1));
-    assert_eq!(probe.take(), vec![Received::Events(r1, vec!['a', 'b', 'c'])]);
+    assert_eq!(
+        probe.take(),
+        vec![Received::Events(r1, vec!['a', 'b', 'c'])]
+    );
 
     d.subscribe(s2, &opts()).unwrap();
     assert_eq!(state(&d), (vec![(0, r2), (7, r1)], 0, 7, 2));
@@ -185,7 +188,10 @@ fn subscribes_asks_cancels_and_dispatcher_reuses_events_for_another_subscriber()
     assert_eq!(state(&d), (vec![(0, r2)], 5, 10, 1));
     assert!(d.dispatch(vec!['a', 'b', 'c']).is_empty());
     assert_eq!(state(&d), (vec![(0, r2)], 2, 7, 1));
-    assert_eq!(probe.take(), vec![Received::Events(r2, vec!['a', 'b', 'c'])]);
+    assert_eq!(
+        probe.take(),
+        vec![Received::Events(r2, vec!['a', 'b', 'c'])]
+    );
 }
 
 #[test]
@@ -259,15 +265,20 @@ fn subscribing_is_idempotent() {
     let probe = Probe::<u32>::new();
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let l = lines.clone();
-    let mut d =
-        BroadcastDispatcher::new().log_to(LogSink::new(move |r| l.lock().unwrap().push(r.message.clone())));
+    let mut d = BroadcastDispatcher::new().log_to(LogSink::new(move |r| {
+        l.lock().unwrap().push(r.message.clone())
+    }));
     let s1 = probe.subscriber_for(42);
     let r1 = s1.tag();
     d.subscribe(s1, &opts()).unwrap();
     let again = probe.subscriber_for(42);
     assert_eq!(d.subscribe(again, &opts()), Err(Reason::AlreadySubscribed));
     assert_eq!(state(&d), (vec![(0, r1)], 0, 0, 1));
-    assert!(lines.lock().unwrap().iter().any(|m| m.contains("already registered")));
+    assert!(lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|m| m.contains("already registered")));
 }
 
 // ----- test/gen_stage_test.exs, broadcast cases ------------------------------------
@@ -283,16 +294,26 @@ fn with_shared_broadcast_demand() {
     .unwrap();
     let c1 = start_consumer(Forwarder::new("c1", &inbox), ConsumerOptions::new()).unwrap();
     let c2 = start_consumer(Forwarder::new("c2", &inbox), ConsumerOptions::new()).unwrap();
-    c1.async_subscribe(&producer, SubscribeOptions::new().max_demand(10).min_demand(0))
-        .unwrap();
-    c2.async_subscribe(&producer, SubscribeOptions::new().max_demand(20).min_demand(0))
-        .unwrap();
+    c1.async_subscribe(
+        &producer,
+        SubscribeOptions::new().max_demand(10).min_demand(0),
+    )
+    .unwrap();
+    c2.async_subscribe(
+        &producer,
+        SubscribeOptions::new().max_demand(20).min_demand(0),
+    )
+    .unwrap();
     // Both eventually receive the same batch (the subscriptions race at the start).
     let mut seen1 = false;
     let mut seen2 = false;
     let want: Vec<u64> = (1000..1010).collect();
     while !(seen1 && seen2) {
-        match inbox.rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap() {
+        match inbox
+            .rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap()
+        {
             Msg::Consumed("c1", e) if e == want => seen1 = true,
             Msg::Consumed("c2", e) if e == want => seen2 = true,
             _ => {}
@@ -312,21 +333,34 @@ fn with_shared_broadcast_demand_and_synchronizer_subscriber() {
     .unwrap();
     let sync = start_consumer(Forwarder::manual("sync", &inbox), ConsumerOptions::new()).unwrap();
     let stale = sync
-        .subscribe(&producer, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Temporary),
+        )
         .unwrap();
     let c1 = start_consumer(Forwarder::new("c1", &inbox), ConsumerOptions::new()).unwrap();
     let c2 = start_consumer(Forwarder::new("c2", &inbox), ConsumerOptions::new()).unwrap();
-    c1.subscribe(&producer, SubscribeOptions::new().max_demand(10).min_demand(0))
-        .unwrap();
-    c2.subscribe(&producer, SubscribeOptions::new().max_demand(20).min_demand(0))
-        .unwrap();
+    c1.subscribe(
+        &producer,
+        SubscribeOptions::new().max_demand(10).min_demand(0),
+    )
+    .unwrap();
+    c2.subscribe(
+        &producer,
+        SubscribeOptions::new().max_demand(20).min_demand(0),
+    )
+    .unwrap();
     inbox.refute_receive(|m| matches!(m, Msg::Consumed(..)));
     // Cancel the stale one (from outside, as the test sends the raw cancel).
     assert!(subscription_of(&sync, stale).cancel(Reason::Killed));
     let mut seen = (false, false);
     let want: Vec<u64> = (1000..1010).collect();
     while !(seen.0 && seen.1) {
-        match inbox.rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap() {
+        match inbox
+            .rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap()
+        {
             Msg::Consumed("c1", e) if e == want => seen.0 = true,
             Msg::Consumed("c2", e) if e == want => seen.1 = true,
             Msg::Consumed("sync", _) => panic!("the stale subscriber never asked"),
@@ -337,7 +371,10 @@ fn with_shared_broadcast_demand_and_synchronizer_subscriber() {
 
 /// A `SubscriptionRef` for a tag, obtained from the consumer's thread.
 fn subscription_of(consumer: &StageRef<Forwarder>, tag: Tag) -> SubscriptionRef {
-    consumer.call(GetRef(tag)).unwrap().expect("known subscription")
+    consumer
+        .call(GetRef(tag))
+        .unwrap()
+        .expect("known subscription")
 }
 
 struct GetRef(Tag);
@@ -367,10 +404,16 @@ fn with_shared_broadcast_demand_does_not_result_in_duplicate_upstream_demand() {
     let (_hold2, rx2) = crossbeam_channel::bounded::<()>(0);
     let c1 = start_consumer(Sleeper(rx1), ConsumerOptions::new()).unwrap();
     let c2 = start_consumer(Sleeper(rx2), ConsumerOptions::new()).unwrap();
-    c1.subscribe(&producer, SubscribeOptions::new().max_demand(10).min_demand(0))
-        .unwrap();
-    c2.subscribe(&producer, SubscribeOptions::new().max_demand(20).min_demand(0))
-        .unwrap();
+    c1.subscribe(
+        &producer,
+        SubscribeOptions::new().max_demand(10).min_demand(0),
+    )
+    .unwrap();
+    c2.subscribe(
+        &producer,
+        SubscribeOptions::new().max_demand(20).min_demand(0),
+    )
+    .unwrap();
     inbox.assert_receive(|m| *m == Msg::Demand(10));
     inbox.refute_receive(|m| matches!(m, Msg::Demand(_)));
 }
@@ -378,7 +421,11 @@ fn with_shared_broadcast_demand_does_not_result_in_duplicate_upstream_demand() {
 fn both_receive(inbox: &Inbox, want: Vec<u64>) {
     let mut seen = (false, false);
     while !(seen.0 && seen.1) {
-        match inbox.rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap() {
+        match inbox
+            .rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap()
+        {
             Msg::Consumed("c1", e) if e == want => seen.0 = true,
             Msg::Consumed("c2", e) if e == want => seen.1 = true,
             Msg::Consumed("sync", _) => panic!("the stale subscriber never asked"),
@@ -405,10 +452,16 @@ fn producer_consumer_with_shared_broadcast_demand() {
     .unwrap();
     let c1 = start_consumer(Forwarder::new("c1", &inbox), ConsumerOptions::new()).unwrap();
     let c2 = start_consumer(Forwarder::new("c2", &inbox), ConsumerOptions::new()).unwrap();
-    c1.async_subscribe(&doubler, SubscribeOptions::new().max_demand(10).min_demand(0))
-        .unwrap();
-    c2.async_subscribe(&doubler, SubscribeOptions::new().max_demand(20).min_demand(0))
-        .unwrap();
+    c1.async_subscribe(
+        &doubler,
+        SubscribeOptions::new().max_demand(10).min_demand(0),
+    )
+    .unwrap();
+    c2.async_subscribe(
+        &doubler,
+        SubscribeOptions::new().max_demand(20).min_demand(0),
+    )
+    .unwrap();
     both_receive(&inbox, doubled(200..205));
 }
 
@@ -427,14 +480,23 @@ fn producer_consumer_with_shared_broadcast_demand_and_synchronizer_subscriber() 
     .unwrap();
     let sync = start_consumer(Forwarder::manual("sync", &inbox), ConsumerOptions::new()).unwrap();
     let stale = sync
-        .subscribe(&doubler, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .subscribe(
+            &doubler,
+            SubscribeOptions::new().cancel(CancelMode::Temporary),
+        )
         .unwrap();
     let c1 = start_consumer(Forwarder::new("c1", &inbox), ConsumerOptions::new()).unwrap();
     let c2 = start_consumer(Forwarder::new("c2", &inbox), ConsumerOptions::new()).unwrap();
-    c1.subscribe(&doubler, SubscribeOptions::new().max_demand(10).min_demand(0))
-        .unwrap();
-    c2.subscribe(&doubler, SubscribeOptions::new().max_demand(20).min_demand(0))
-        .unwrap();
+    c1.subscribe(
+        &doubler,
+        SubscribeOptions::new().max_demand(10).min_demand(0),
+    )
+    .unwrap();
+    c2.subscribe(
+        &doubler,
+        SubscribeOptions::new().max_demand(20).min_demand(0),
+    )
+    .unwrap();
     inbox.refute_receive(|m| matches!(m, Msg::Consumed(..)));
     assert!(subscription_of(&sync, stale).cancel(Reason::Killed));
     both_receive(&inbox, doubled(200..205));
@@ -481,7 +543,11 @@ fn can_be_set_to_accumulate_via_api_using_broadcast() {
     assert_eq!(producer.demand_mode().unwrap(), DemandMode::Forward);
     let (mut got1, mut got2) = (Vec::new(), Vec::new());
     while got1.len() < 4 || got2.len() < 4 {
-        match inbox.rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap() {
+        match inbox
+            .rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap()
+        {
             Msg::Consumed("c1", e) => got1.push(e),
             Msg::Consumed("c2", e) => got2.push(e),
             _ => {}
@@ -507,11 +573,18 @@ fn handles_subscription_error_gracefully() {
     .unwrap();
     let consumer = start_consumer(Forwarder::new("c1", &inbox), ConsumerOptions::new()).unwrap();
     let consumer2 = start_consumer(Forwarder::new("c2", &inbox), ConsumerOptions::new()).unwrap();
-    let first = consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
-    let second = consumer.subscribe(&producer, SubscribeOptions::new()).unwrap();
+    let first = consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
+    let second = consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     // The second one is cancelled with AlreadySubscribed; the consumer survives.
     inbox.assert_receive(|m| {
-        matches!(m, Msg::Cancelled("c1", CancelReason::Cancel(Reason::AlreadySubscribed)))
+        matches!(
+            m,
+            Msg::Cancelled("c1", CancelReason::Cancel(Reason::AlreadySubscribed))
+        )
     });
     assert!(consumer.is_alive());
     assert!(producer.is_alive());
@@ -520,10 +593,17 @@ fn handles_subscription_error_gracefully() {
     assert!(subscription_of(&consumer, first).tag() == first);
     let _ = second;
 
-    consumer2.async_subscribe(&producer, SubscribeOptions::new()).unwrap();
-    consumer2.async_subscribe(&producer, SubscribeOptions::new()).unwrap();
+    consumer2
+        .async_subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
+    consumer2
+        .async_subscribe(&producer, SubscribeOptions::new())
+        .unwrap();
     inbox.assert_receive(|m| {
-        matches!(m, Msg::Cancelled("c2", CancelReason::Cancel(Reason::AlreadySubscribed)))
+        matches!(
+            m,
+            Msg::Cancelled("c2", CancelReason::Cancel(Reason::AlreadySubscribed))
+        )
     });
     inbox.assert_receive(|m| matches!(m, Msg::Consumed("c2", _)));
     assert!(consumer2.is_alive());
@@ -549,7 +629,8 @@ fn a_panicking_selector_stops_the_producer_with_its_message() {
     .unwrap();
     c.subscribe(
         &producer,
-        SubscribeOptions::new().selector(|x: &u64| if *x == 3 { panic!("bad event 3") } else { true }),
+        SubscribeOptions::new()
+            .selector(|x: &u64| if *x == 3 { panic!("bad event 3") } else { true }),
     )
     .unwrap();
     match producer.join() {

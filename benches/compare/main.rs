@@ -12,13 +12,13 @@
 //! - `COMPARE_EVENTS=N` scales the event count down for a quick run.
 
 mod harness;
+mod w3;
+mod w4;
 
 use harness::Workload;
 
 fn workloads(events: Option<u64>) -> Vec<Workload> {
-    let all: Vec<Workload> = Vec::new();
-    let _ = events;
-    all
+    vec![w3::workload(events), w4::workload(events)]
 }
 
 fn main() {

@@ -240,7 +240,12 @@ impl Stage for Doubler {
 }
 
 impl ProducerConsumer for Doubler {
-    fn handle_events(&mut self, events: Vec<u64>, _: &SubscriptionRef, ctx: &mut Context<'_, Self>) {
+    fn handle_events(
+        &mut self,
+        events: Vec<u64>,
+        _: &SubscriptionRef,
+        ctx: &mut Context<'_, Self>,
+    ) {
         ctx.emit_all(events.into_iter().flat_map(|e| [e, e]));
     }
 }

@@ -91,7 +91,10 @@ impl<T: Clone + Send + 'static> BroadcastDispatcher<T> {
 
     /// `(demand, tag)` per consumer, in GenStage's order (for tests and diagnostics).
     pub fn demands(&self) -> Vec<(usize, Tag)> {
-        self.demands.iter().map(|e| (e.counter, e.sub.tag)).collect()
+        self.demands
+            .iter()
+            .map(|e| (e.counter, e.sub.tag))
+            .collect()
     }
 
     /// Events every consumer has asked for and that may be broadcast now.
@@ -208,7 +211,10 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
                         // A selector is user code: a panic stops the producer with
                         // its message instead of unwinding through the stage loop.
                         match catch_unwind(AssertUnwindSafe(|| {
-                            all.iter().filter(|x| select(x)).cloned().collect::<Vec<T>>()
+                            all.iter()
+                                .filter(|x| select(x))
+                                .cloned()
+                                .collect::<Vec<T>>()
                         })) {
                             Ok(selected) => selected,
                             Err(payload) => {

@@ -124,7 +124,7 @@ impl PartitionStats {
     pub fn max_queued(&self) -> u64 {
         self.inner.max_queued.load(Ordering::Relaxed)
     }
-    /// Demand of consumers held back because a queue is full.
+    /// Demand of consumers held back by the queue bound.
     pub fn held_demand(&self) -> u64 {
         self.inner.held.load(Ordering::Relaxed)
     }
@@ -140,7 +140,10 @@ enum State<T> {
     /// Outstanding demand of the partition's consumer.
     Demand(usize),
     /// Events (and info markers) waiting for demand; `events` counts the events.
-    Queue { slots: VecDeque<Slot<T>>, events: usize },
+    Queue {
+        slots: VecDeque<Slot<T>>,
+        events: usize,
+    },
 }
 
 struct Partition<T> {
@@ -159,12 +162,16 @@ struct Partition<T> {
 ///
 /// Events for a partition without demand (or without a consumer yet) wait in that
 /// partition's overflow queue and are sent when its consumer asks. Unlike GenStage,
-/// that queue is bounded: once a partition holds `max_queue` events (default
-/// [`DEFAULT_MAX_QUEUE`]), the dispatcher stops forwarding demand upstream and holds
-/// it until the queue drains below the bound. A queue can then exceed the bound only
-/// by the demand already forwarded, so a slow or absent partition cannot make the
-/// producer's memory grow without limit (GenStage #282, #320); the price is that the
-/// other partitions wait for it.
+/// whose queues may together hoard as much as the consumers' summed `max_demand`
+/// (GenStage #282, #320), each queue is bounded by `max_queue` events (default
+/// [`DEFAULT_MAX_QUEUE`]): the dispatcher forwards demand upstream only while the
+/// longest queue plus the events already requested stays within the bound, and holds
+/// the rest back until queues drain. Since any requested event could hash to the
+/// longest queue, no queue ever exceeds `max_queue`, so a slow or absent partition
+/// cannot make the producer's memory grow; the price is that the other partitions
+/// wait for it (a partition whose consumer never asks stops the producer once its
+/// queue is full). Keep `max_queue` at least the consumers' summed `max_demand` for
+/// full throughput.
 ///
 /// Events for which the hash returns `None` are discarded and counted
 /// ([`PartitionStats::discarded`]). A hash that panics or names an unknown partition
@@ -178,8 +185,8 @@ struct Partition<T> {
 /// let mut d = PartitionDispatcher::with_hash(2, |x: u64| Some((x, PartitionKey::Index((x % 2) as usize))))?;
 /// let (even, odd) = (probe.subscriber(), probe.subscriber());
 /// let (te, to) = (even.tag(), odd.tag());
-/// d.subscribe(even, &SubscribeOptions::new().partition(0))?;
-/// d.subscribe(odd, &SubscribeOptions::new().partition(1))?;
+/// d.subscribe(even, &SubscribeOptions::new().partition(0)).unwrap();
+/// d.subscribe(odd, &SubscribeOptions::new().partition(1)).unwrap();
 /// assert_eq!(d.ask(te, 2), 2);
 /// assert_eq!(d.ask(to, 2), 2);
 /// assert_eq!(d.dispatch(vec![1, 2, 3, 4, 5]), vec![5]);
@@ -198,8 +205,10 @@ pub struct PartitionDispatcher<T> {
     waiting: usize,
     /// Demand of consumers that left, already forwarded upstream.
     pending: usize,
-    /// Demand held back while a queue is full.
+    /// Demand held back by the queue bound.
     held: usize,
+    /// Held demand released during `dispatch`, for `take_demand`.
+    release: usize,
     max_queue: usize,
     /// Infos waiting for backed-up partitions: id → (info, partitions still to pass).
     infos: HashMap<u64, (PendingInfo, usize)>,
@@ -288,6 +297,7 @@ impl<T: Send + 'static> PartitionDispatcher<T> {
             waiting: 0,
             pending: 0,
             held: 0,
+            release: 0,
             max_queue: DEFAULT_MAX_QUEUE,
             infos: HashMap::new(),
             stats: PartitionStats::default(),
@@ -297,8 +307,10 @@ impl<T: Send + 'static> PartitionDispatcher<T> {
     }
 
     /// Bound of each partition's overflow queue, in events (default
-    /// [`DEFAULT_MAX_QUEUE`]; at least 1). When a queue reaches it, demand is held
-    /// back instead of forwarded upstream until the queue drains.
+    /// [`DEFAULT_MAX_QUEUE`]; at least 1). Demand that could overfill a queue is held
+    /// back instead of forwarded upstream until queues drain. It also bounds the
+    /// demand in flight upstream, so keep it at least the consumers' summed
+    /// `max_demand` for full throughput.
     pub fn max_queue(mut self, events: usize) -> Self {
         self.max_queue = events.max(1);
         self
@@ -319,7 +331,7 @@ impl<T: Send + 'static> PartitionDispatcher<T> {
         self.pending
     }
 
-    /// Demand held back because a partition's queue is full.
+    /// Demand held back by the queue bound.
     pub fn held(&self) -> usize {
         self.held
     }
@@ -343,21 +355,29 @@ impl<T: Send + 'static> PartitionDispatcher<T> {
         }
     }
 
-    fn blocked(&self) -> bool {
-        self.partitions
+    /// Events that may still be requested upstream without letting any partition's
+    /// queue exceed `max_queue`, even if every one of them hashed to that partition.
+    fn headroom(&self) -> usize {
+        let longest = self
+            .partitions
             .iter()
-            .any(|p| matches!(p.state, State::Queue { events, .. } if events >= self.max_queue))
+            .map(|p| match p.state {
+                State::Queue { events, .. } => events,
+                State::Demand(_) => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        self.max_queue
+            .saturating_sub(longest.saturating_add(self.waiting))
     }
 
-    /// Applies the queue bound to `forward` demand: held while blocked, released with
-    /// what was held once no queue is full.
+    /// Applies the queue bound to `forward` demand (plus what was held before):
+    /// forwards what fits in the headroom, holds the rest.
     fn bound(&mut self, forward: usize) -> usize {
-        if self.blocked() {
-            self.held += forward;
-            0
-        } else {
-            forward + std::mem::take(&mut self.held)
-        }
+        let total = forward.saturating_add(std::mem::take(&mut self.held));
+        let now = total.min(self.headroom());
+        self.held = total - now;
+        now
     }
 
     fn publish(&self) {
@@ -635,6 +655,13 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
                 }
             }
         }
+        // Events went straight to consumers or into queues: demand held back may fit
+        // now. It is handed to the stage through `take_demand`.
+        if self.held > 0 {
+            let now = self.bound(0);
+            self.waiting += now;
+            self.release += now;
+        }
         self.publish();
         iter.collect()
     }
@@ -660,5 +687,9 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
 
     fn take_error(&mut self) -> Option<Reason> {
         self.error.take()
+    }
+
+    fn take_demand(&mut self) -> usize {
+        std::mem::take(&mut self.release)
     }
 }
