@@ -204,7 +204,7 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
             let events: Vec<T> = if i == last && e.selector.is_none() {
                 batch.take().unwrap_or_default()
             } else {
-                let all = batch.as_ref().map(|b| b.as_slice()).unwrap_or(&[]);
+                let all = batch.as_deref().unwrap_or(&[]);
                 match &e.selector {
                     None => all.to_vec(),
                     Some(select) => {
