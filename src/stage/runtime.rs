@@ -606,7 +606,7 @@ impl<S: Stage> Runtime<S> {
         match self.kind {
             Kind::Producer => self.producer_demand(k),
             Kind::ProducerConsumer => {
-                self.counter += k;
+                self.counter = self.counter.saturating_add(k);
                 self.take_from_buffer(k);
                 self.process_queue();
             }
