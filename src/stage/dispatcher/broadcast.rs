@@ -121,7 +121,7 @@ impl<T: Clone + Send + 'static> BroadcastDispatcher<T> {
                 e.counter -= min;
             }
         }
-        self.waiting += min;
+        self.waiting = self.waiting.saturating_add(min);
         let request = self.waiting.saturating_sub(self.requested);
         self.requested += request;
         request
@@ -150,7 +150,7 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
         // already common back to the others (GenStage #310).
         let waiting = std::mem::take(&mut self.waiting);
         for e in &mut self.demands {
-            e.counter += waiting;
+            e.counter = e.counter.saturating_add(waiting);
         }
         self.demands.insert(
             0,

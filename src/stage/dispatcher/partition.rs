@@ -498,7 +498,7 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         p.sub = None;
         let forward = match std::mem::replace(&mut p.state, State::Demand(0)) {
             State::Demand(d) => {
-                self.pending += d;
+                self.pending = self.pending.saturating_add(d);
                 self.bound(0)
             }
             State::Queue { slots, events } => {
@@ -528,7 +528,7 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
                 self.bound(events)
             }
         };
-        self.waiting += forward;
+        self.waiting = self.waiting.saturating_add(forward);
         self.publish();
         forward
     }
@@ -548,7 +548,7 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         let already = self.pending.min(n);
         self.pending -= already;
         let forward = self.bound(n - already);
-        self.waiting += forward;
+        self.waiting = self.waiting.saturating_add(forward);
         self.publish();
         forward
     }
