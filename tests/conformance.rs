@@ -83,7 +83,7 @@ fn through_identity(events: Events, d: impl Dispatcher<u64>, all: bool) -> Fixtu
     }
 }
 
-fn one_partition() -> PartitionDispatcher<u64> {
+fn one_partition() -> impl Dispatcher<u64> {
     PartitionDispatcher::with_hash(1, |x: u64| Some((x, PartitionKey::Index(0)))).unwrap()
 }
 

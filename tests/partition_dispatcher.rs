@@ -27,11 +27,15 @@ fn phash2_2(x: u64) -> Option<(u64, PartitionKey)> {
     Some((x, PartitionKey::Index(PHASH2_2[x as usize])))
 }
 
-fn dispatcher(partitions: usize) -> PartitionDispatcher<u64> {
-    PartitionDispatcher::with_hash(partitions, phash2_2).unwrap()
+type Phash2 = fn(u64) -> Option<(u64, PartitionKey)>;
+
+fn dispatcher(partitions: usize) -> PartitionDispatcher<u64, Phash2> {
+    PartitionDispatcher::with_hash(partitions, phash2_2 as Phash2).unwrap()
 }
 
-fn wp(d: &PartitionDispatcher<u64>) -> (usize, usize) {
+fn wp<H: Fn(u64) -> Option<(u64, PartitionKey)> + Send + 'static>(
+    d: &PartitionDispatcher<u64, H>,
+) -> (usize, usize) {
     (d.waiting(), d.pending())
 }
 
@@ -67,7 +71,9 @@ fn subscribes_asks_and_cancels() {
 #[test]
 fn subscribes_asks_and_dispatches() {
     let probe = Probe::<u64>::new();
-    let mut d = dispatcher(1);
+    // One partition: `:erlang.phash2(x, 1)` is 0 for every event.
+    let mut d =
+        PartitionDispatcher::with_hash(1, |x: u64| Some((x, PartitionKey::Index(0)))).unwrap();
     let s = probe.subscriber();
     let r = s.tag();
     d.subscribe(s, &part(0)).unwrap();
@@ -77,11 +83,6 @@ fn subscribes_asks_and_dispatches() {
     assert_eq!(probe.take(), vec![Received::Events(r, vec![1])]);
     assert_eq!(d.ask(r, 3), 3);
     assert_eq!(wp(&d), (5, 0));
-    // One partition: every event goes to partition 0 whatever the hash.
-    let mut d2 =
-        PartitionDispatcher::with_hash(1, |x: u64| Some((x, PartitionKey::Index(0)))).unwrap();
-    std::mem::swap(&mut d, &mut d2);
-    let mut d = d2;
     assert_eq!(d.dispatch(vec![2, 5, 6, 7, 8, 9, 11]), vec![9, 11]);
     assert_eq!(wp(&d), (0, 0));
     assert_eq!(probe.take(), vec![Received::Events(r, vec![2, 5, 6, 7, 8])]);
@@ -322,7 +323,9 @@ trait Silent {
     fn log_to_silent(self) -> Self;
 }
 
-impl Silent for PartitionDispatcher<u64> {
+impl<H: Fn(u64) -> Option<(u64, PartitionKey)> + Send + 'static> Silent
+    for PartitionDispatcher<u64, H>
+{
     fn log_to_silent(mut self) -> Self {
         self.set_log(LogSink::silent());
         self

@@ -1,5 +1,5 @@
 //! W3: a producer with a `PartitionDispatcher` (2 partitions, hash `x % 2`) feeding two
-//! consumers that sum their events; the baseline is one producer thread routing
+//! consumers (`max_demand` 10 000, so batches of 5 000) that sum their events; the baseline is one producer thread routing
 //! batches to two consumer threads over bounded channels (BENCHMARKS.md).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,8 +110,10 @@ pub fn run_two<D: Dispatcher<u64>>(
     ])
 }
 
-/// Batch size of the hand-written sides: the consumers' default re-ask size.
-pub const BATCH: u64 = 500;
+/// Consumers' `max_demand` on the stageflow side; they re-ask every half of it.
+pub const MAX_DEMAND: usize = 10_000;
+/// Batch size of the hand-written sides: what the consumers re-ask at a time.
+pub const BATCH: u64 = (MAX_DEMAND / 2) as u64;
 
 fn expected(n: u64) -> [u64; 2] {
     let m = n / 2;
@@ -124,7 +126,9 @@ fn stageflow_side(n: u64) -> Result<(), String> {
         Some((x, PartitionKey::Index((x & 1) as usize)))
     })
     .map_err(|e| e.to_string())?;
-    let got = run_two(n, d, |i| SubscribeOptions::new().partition(i))?;
+    let got = run_two(n, d, |i| {
+        SubscribeOptions::new().max_demand(MAX_DEMAND).partition(i)
+    })?;
     check(n, got)
 }
 
@@ -170,7 +174,7 @@ pub fn workload(events: Option<u64>) -> Workload {
     Workload {
         id: "W3".into(),
         events: n,
-        baseline: "thread routing batches of 500 to 2 threads, bounded channels",
+        baseline: "thread routing batches of 5000 to 2 threads, bounded channels",
         stageflow: Box::new(move || stageflow_side(n)),
         hand_written: Box::new(move || hand_written(n)),
     }

@@ -1,5 +1,5 @@
-//! W4: a producer with a `BroadcastDispatcher` feeding two consumers that each sum
-//! every event; the baseline is one producer thread copying batches to two consumer
+//! W4: a producer with a `BroadcastDispatcher` feeding two consumers (`max_demand`
+//! 10 000) that each sum every event; the baseline is one producer thread copying batches to two consumer
 //! threads over bounded channels (BENCHMARKS.md).
 
 use std::thread;
@@ -9,7 +9,7 @@ use stageflow::dispatcher::BroadcastDispatcher;
 use stageflow::prelude::*;
 
 use crate::harness::Workload;
-use crate::w3::{run_two, BATCH};
+use crate::w3::{run_two, BATCH, MAX_DEMAND};
 
 fn check(n: u64, got: [u64; 2]) -> Result<(), String> {
     let want = n * (n + 1) / 2;
@@ -20,7 +20,9 @@ fn check(n: u64, got: [u64; 2]) -> Result<(), String> {
 }
 
 fn stageflow_side(n: u64) -> Result<(), String> {
-    let got = run_two(n, BroadcastDispatcher::new(), |_| SubscribeOptions::new())?;
+    let got = run_two(n, BroadcastDispatcher::new(), |_| {
+        SubscribeOptions::new().max_demand(MAX_DEMAND)
+    })?;
     check(n, got)
 }
 
@@ -51,7 +53,7 @@ pub fn workload(events: Option<u64>) -> Workload {
     Workload {
         id: "W4".into(),
         events: n,
-        baseline: "thread copying batches of 500 to 2 threads, bounded channels",
+        baseline: "thread copying batches of 5000 to 2 threads, bounded channels",
         stageflow: Box::new(move || stageflow_side(n)),
         hand_written: Box::new(move || hand_written(n)),
     }

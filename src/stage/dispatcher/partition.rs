@@ -79,10 +79,13 @@ impl From<Vec<PartitionKey>> for Partitions {
     }
 }
 
-/// A partition hash: the (possibly rewritten) event and its partition, or `None` to
-/// discard the event. For named partitions, [`PartitionKey::Index`] `i` also names
+/// A boxed partition hash: the (possibly rewritten) event and its partition, or `None`
+/// to discard the event. For named partitions, [`PartitionKey::Index`] `i` also names
 /// the `i`-th partition of the list, which spares a hot hash from building names.
-pub type HashFn<T> = Arc<dyn Fn(T) -> Option<(T, PartitionKey)> + Send + Sync>;
+/// It is the default type of the hash of a [`PartitionDispatcher`]; a dispatcher
+/// built by [`with_hash`](PartitionDispatcher::with_hash) keeps the closure's own
+/// type instead, so that the per-event call is inlined.
+pub type HashFn<T> = Box<dyn Fn(T) -> Option<(T, PartitionKey)> + Send + Sync>;
 
 /// Counters of a [`PartitionDispatcher`] that stay readable after the dispatcher has
 /// moved into its producer. Updated once per dispatcher call, never per event.
@@ -195,11 +198,11 @@ struct Partition<T> {
 /// assert!(got.contains(&Received::Events(to, vec![1, 3])));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct PartitionDispatcher<T> {
+pub struct PartitionDispatcher<T, H = HashFn<T>> {
     names: Partitions,
     /// Named partitions: name → position.
     index: HashMap<PartitionKey, usize>,
-    hash: HashFn<T>,
+    hash: H,
     partitions: Vec<Partition<T>>,
     /// Demand forwarded upstream and not yet dispatched.
     waiting: usize,
@@ -218,7 +221,7 @@ pub struct PartitionDispatcher<T> {
 }
 
 fn default_hash<T: Hash>(n: usize) -> HashFn<T> {
-    Arc::new(move |event: T| {
+    Box::new(move |event: T| {
         // std's SipHash with fixed keys: deterministic across runs and processes.
         #[allow(deprecated)]
         let mut h = std::hash::SipHasher::new();
@@ -253,19 +256,28 @@ impl<T: Send + 'static> PartitionDispatcher<T> {
             ));
         }
         let n = partitions.len();
-        Self::build(partitions, default_hash(n.max(1)))
+        PartitionDispatcher::build(partitions, default_hash(n.max(1)))
     }
 
     /// Partitions with a hash function that returns the (possibly rewritten) event and
     /// its partition, or `None` to discard it.
-    pub fn with_hash(
+    pub fn with_hash<H>(
         partitions: impl Into<Partitions>,
-        hash: impl Fn(T) -> Option<(T, PartitionKey)> + Send + Sync + 'static,
-    ) -> Result<Self, OptionsError> {
-        Self::build(partitions.into(), Arc::new(hash))
+        hash: H,
+    ) -> Result<PartitionDispatcher<T, H>, OptionsError>
+    where
+        H: Fn(T) -> Option<(T, PartitionKey)> + Send + 'static,
+    {
+        PartitionDispatcher::build(partitions.into(), hash)
     }
+}
 
-    fn build(partitions: Partitions, hash: HashFn<T>) -> Result<Self, OptionsError> {
+impl<T, H> PartitionDispatcher<T, H>
+where
+    T: Send + 'static,
+    H: Fn(T) -> Option<(T, PartitionKey)> + Send + 'static,
+{
+    fn build(partitions: Partitions, hash: H) -> Result<Self, OptionsError> {
         if partitions.is_empty() {
             return Err(OptionsError::new(
                 "the partitions option of the partition dispatcher must name at least one \
@@ -458,7 +470,11 @@ impl<T: Send + 'static> PartitionDispatcher<T> {
     }
 }
 
-impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
+impl<T, H> Dispatcher<T> for PartitionDispatcher<T, H>
+where
+    T: Send + 'static,
+    H: Fn(T) -> Option<(T, PartitionKey)> + Send + 'static,
+{
     fn subscribe(
         &mut self,
         sub: Subscriber<T>,
@@ -556,6 +572,10 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
     fn dispatch(&mut self, events: Vec<T>) -> Vec<T> {
         if self.waiting == 0 {
             return events;
+        }
+        let per_partition = (events.len().min(self.waiting) / self.partitions.len()).max(16);
+        for p in &mut self.partitions {
+            p.staged.reserve(per_partition + per_partition / 4);
         }
         let mut iter = events.into_iter();
         let mut waiting = self.waiting;
