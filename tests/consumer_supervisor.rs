@@ -373,6 +373,62 @@ fn terminates_children_with_infinity_shutdown() {
     assert_eq!(s.join(), Reason::Shutdown);
 }
 
+/// Starts two running jobs under a supervisor with `shutdown`, stops it with
+/// `reason`, and checks that the jobs were asked to stop and that `stop` returned
+/// within `limit`.
+fn stop_with_running_children(shutdown: Duration, reason: Reason) {
+    let (s, h) = sup(ConsumerSupervisorOptions::new()
+        .restart(Restart::Transient)
+        .shutdown(shutdown));
+    let (c1, c2) = (
+        s.start_child(Cmd::Run).unwrap(),
+        s.start_child(Cmd::Run).unwrap(),
+    );
+    let started = [h.started(), h.started()];
+    assert!(started.contains(&c1) && started.contains(&c2));
+    s.stop(reason.clone()).unwrap();
+    assert_eq!(s.join(), reason);
+}
+
+/// "terminates children with brutal kill" (A): a zero shutdown does not wait.
+#[test]
+fn terminates_children_with_brutal_kill() {
+    stop_with_running_children(Duration::ZERO, Reason::Shutdown);
+}
+
+/// "terminates children with infinity shutdown and abnormal reason" (A)
+#[test]
+fn terminates_children_with_infinity_shutdown_and_abnormal_reason() {
+    stop_with_running_children(Duration::from_secs(3600), Reason::custom("abnormal"));
+}
+
+/// "terminates children with integer shutdown" (A)
+#[test]
+fn terminates_children_with_integer_shutdown() {
+    stop_with_running_children(Duration::from_secs(1), Reason::Shutdown);
+}
+
+/// "terminates children with integer shutdown and abnormal reason" (A)
+#[test]
+fn terminates_children_with_integer_shutdown_and_abnormal_reason() {
+    stop_with_running_children(Duration::from_secs(1), Reason::custom("abnormal"));
+}
+
+/// "terminates child with brutal kill" (A)
+#[test]
+fn terminates_child_with_brutal_kill() {
+    let (s, h) = sup(ConsumerSupervisorOptions::new()
+        .restart(Restart::Transient)
+        .shutdown(Duration::ZERO));
+    let c = s.start_child(Cmd::Run).unwrap();
+    h.started();
+    assert_eq!(s.terminate_child(c), Ok(()));
+    assert_eq!(s.terminate_child(c), Err(TerminateChildError::NotFound));
+    assert_eq!(counts(&s), (0, 0));
+    // Terminated jobs are not restarted, even transient ones.
+    h.refute_started();
+}
+
 /// "terminates children with expired integer shutdown" (A): a job that ignores the
 /// cancel does not hold the supervisor beyond its shutdown time.
 #[test]
