@@ -1,7 +1,7 @@
 //! Runs the conformance suite (`tests/conformance/mod.rs`, rules of the Reactive
 //! Streams TCK) against every built-in producer and dispatcher: `from_iter` with the
-//! demand, broadcast and partition dispatchers, and the same behind a
-//! producer-consumer.
+//! demand, broadcast, partition and fair dispatchers, and a producer-consumer with
+//! the demand, broadcast and partition dispatchers.
 
 #[macro_use]
 #[path = "conformance/mod.rs"]
@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use conformance::{Events, Factory, Fixture};
 use stageflow::dispatcher::{
-    BroadcastDispatcher, DemandDispatcher, Dispatcher, PartitionDispatcher,
+    BroadcastDispatcher, DemandDispatcher, Dispatcher, FairDispatcher, PartitionDispatcher,
 };
 use stageflow::prelude::*;
 use stageflow::{PartitionKey, Source};
@@ -107,6 +107,11 @@ const FROM_ITER_PARTITION_DEFAULT_HASH: Factory = Factory {
     start: |e| from_iter_with(e, PartitionDispatcher::new(1).unwrap(), true, true),
 };
 
+const FROM_ITER_FAIR: Factory = Factory {
+    name: "from_iter / FairDispatcher",
+    start: |e| from_iter_with(e, FairDispatcher::new(), true, false),
+};
+
 const PRODUCER_CONSUMER_DEMAND: Factory = Factory {
     name: "from_iter -> producer-consumer / DemandDispatcher",
     start: |e| through_identity(e, DemandDispatcher::new(), true),
@@ -133,6 +138,7 @@ conformance_suite!(
     from_iter_partition_default_hash,
     FROM_ITER_PARTITION_DEFAULT_HASH
 );
+conformance_suite!(from_iter_fair, FROM_ITER_FAIR);
 conformance_suite!(producer_consumer_demand, PRODUCER_CONSUMER_DEMAND);
 conformance_suite!(producer_consumer_broadcast, PRODUCER_CONSUMER_BROADCAST);
 conformance_suite!(producer_consumer_partition, PRODUCER_CONSUMER_PARTITION);

@@ -8,11 +8,13 @@
 //! producer's buffer.
 //!
 //! [`DemandDispatcher`] is the default; [`BroadcastDispatcher`] sends every event to
-//! every consumer and [`PartitionDispatcher`] each event to one partition. Every dispatcher can be tested on its own with
+//! every consumer, [`PartitionDispatcher`] each event to one partition and
+//! [`FairDispatcher`] spreads events evenly over consumers with different demands. Every dispatcher can be tested on its own with
 //! a [`Probe`], which records what the dispatcher sent.
 
 mod broadcast;
 mod demand;
+mod fair;
 mod partition;
 mod probe;
 
@@ -21,6 +23,7 @@ use std::sync::Arc;
 
 pub use broadcast::BroadcastDispatcher;
 pub use demand::{DemandDispatcher, DemandDispatcherOptions};
+pub use fair::FairDispatcher;
 pub use partition::{HashFn, PartitionDispatcher, PartitionStats, Partitions, DEFAULT_MAX_QUEUE};
 pub use probe::{Probe, Received};
 
