@@ -735,3 +735,27 @@ fn runs_at_most_max_demand_jobs_at_once_on_reused_threads() {
     );
     assert!(threads.lock().unwrap().len() <= 8 + 1);
 }
+
+/// Beyond the originals: a job may be a trait object chosen at run time.
+#[test]
+fn runs_a_boxed_trait_object_job() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    struct Add(Arc<AtomicU64>);
+    impl stageflow::Job<u64> for Add {
+        fn run(&self, x: &u64, _: &JobContext) -> Result<(), Reason> {
+            self.0.fetch_add(*x, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+    let total = Arc::new(AtomicU64::new(0));
+    let job: Box<dyn stageflow::Job<u64>> = Box::new(Add(total.clone()));
+    let source = from_iter(1..=100u64, FromIterOptions::new()).unwrap();
+    let s = ConsumerSupervisor::start(
+        job,
+        ConsumerSupervisorOptions::new()
+            .subscribe_to(&source, SubscribeOptions::new().max_demand(4)),
+    )
+    .unwrap();
+    assert_eq!(s.join(), Reason::Normal);
+    assert_eq!(total.load(Ordering::Relaxed), 5050);
+}

@@ -71,10 +71,35 @@ impl JobContext {
 /// `Ok(())` is a normal exit; `Err(reason)` and a panic are failures (a normal
 /// `reason`, such as [`Reason::Shutdown`], counts as a normal exit).
 ///
-/// Closures `Fn(&T, &JobContext) -> Result<(), Reason>` are jobs.
+/// Closures `Fn(&T, &JobContext) -> Result<(), Reason>` are jobs, and so are
+/// `Box<dyn Job<T>>` and `Arc<dyn Job<T>>`, for a job chosen at run time.
+///
+/// ```
+/// use stageflow::{Job, JobContext, Reason};
+/// struct Parse;
+/// impl Job<String> for Parse {
+///     fn run(&self, line: &String, _: &JobContext) -> Result<(), Reason> {
+///         line.parse::<u32>().map(|_| ()).map_err(|e| Reason::custom(e.to_string()))
+///     }
+/// }
+/// let job: Box<dyn Job<String>> = Box::new(Parse);
+/// # let _ = job;
+/// ```
 pub trait Job<T>: Send + Sync + 'static {
     /// Runs on a worker thread for `event`.
     fn run(&self, event: &T, ctx: &JobContext) -> Result<(), Reason>;
+}
+
+impl<T: 'static> Job<T> for Box<dyn Job<T>> {
+    fn run(&self, event: &T, ctx: &JobContext) -> Result<(), Reason> {
+        (**self).run(event, ctx)
+    }
+}
+
+impl<T: 'static> Job<T> for Arc<dyn Job<T>> {
+    fn run(&self, event: &T, ctx: &JobContext) -> Result<(), Reason> {
+        (**self).run(event, ctx)
+    }
 }
 
 impl<T, F> Job<T> for F
