@@ -264,6 +264,12 @@ struct Pool<T> {
 /// [`Restart::Transient`] keeps its slot. More than `max_restarts` restarts within
 /// `max_seconds` stop the supervisor with [`Reason::ShutdownWith`] saying so.
 ///
+/// When the supervisor stops (for instance because the producer of a permanent
+/// subscription finished), every job is asked to stop ([`JobContext::is_cancelled`];
+/// queued jobs still run, with the flag set) and it waits up to `shutdown` for the
+/// workers; jobs that ignore the flag finish on their own afterwards. A job that
+/// ends is reported to the supervisor through its mailbox, once per job.
+///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
 /// use std::sync::Arc;
