@@ -136,6 +136,10 @@ pub use stage::{
     Source, SourceRef, Stage, StageMetrics, StageRef, StageStream, StreamError, SubscribeOptions,
     SubscriptionInfo, SubscriptionRef, Tag,
 };
+pub use stage::{
+    ChildCounts, ChildId, ChildInfo, ConsumerSupervisor, ConsumerSupervisorOptions, Job,
+    JobContext, Restart, TerminateChildError,
+};
 
 /// Everything a stage program usually needs, in one `use`.
 pub mod prelude {

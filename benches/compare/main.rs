@@ -13,12 +13,16 @@
 
 mod harness;
 mod stages;
+mod w3;
+mod w4;
 
 use harness::Workload;
 
 fn workloads(events: Option<u64>) -> Vec<Workload> {
     let mut all: Vec<Workload> = Vec::new();
     all.extend(stages::workloads(events));
+    all.push(w3::workload(events));
+    all.push(w4::workload(events));
     all
 }
 

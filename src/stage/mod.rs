@@ -41,6 +41,7 @@ pub mod raw;
 mod reason;
 pub(crate) mod runtime;
 mod subscription;
+mod supervisor;
 
 pub use buffer::{BufferKeep, BufferSize};
 pub use context::Context;
@@ -52,6 +53,10 @@ pub use options::{ConsumerOptions, ProducerConsumerOptions, ProducerOptions};
 pub use reason::{CancelReason, Reason, Tag};
 pub use subscription::{
     CancelMode, Demand, PartitionKey, Selector, SubscribeOptions, SubscriptionInfo, SubscriptionRef,
+};
+pub use supervisor::{
+    ChildCounts, ChildId, ChildInfo, ConsumerSupervisor, ConsumerSupervisorOptions, Job,
+    JobContext, Restart, TerminateChildError,
 };
 
 use crate::error::StartError;

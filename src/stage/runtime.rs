@@ -682,7 +682,7 @@ impl<S: Stage> Runtime<S> {
                 // no new demand: serve the whole outstanding demand from the buffer
                 // first. A consumer whose ask is covered by a departed consumer's
                 // pending demand is then served the buffered events, in order.
-                self.counter += k;
+                self.counter = self.counter.saturating_add(k);
                 let outstanding = self.counter;
                 self.take_from_buffer(outstanding);
                 self.process_queue();
@@ -771,6 +771,13 @@ impl<S: Stage> Runtime<S> {
         }
         let n = events.len();
         let left = self.dispatcher.dispatch(events);
+        if let Some(reason) = self.dispatcher.take_error() {
+            self.request_stop(reason);
+        }
+        let released = self.dispatcher.take_demand();
+        if released > 0 {
+            let _ = self.me.exec(move |rt| rt.serve_demand(released));
+        }
         let delivered = n - left.len();
         Counters::add(&self.me.shared.metrics.events_out, delivered);
         if self.kind == Kind::ProducerConsumer {
