@@ -142,6 +142,12 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> Arc<str> {
     }
 }
 
+fn internal_panic(payload: Box<dyn std::any::Any + Send>) -> Reason {
+    Reason::Panic(Arc::from(
+        format!("stageflow engine: {}", panic_message(payload)).as_str(),
+    ))
+}
+
 /// Spawns the stage's thread, runs `init` and the initial subscriptions there, and
 /// returns once they are done (GenStage's `start_link` returns after `init`).
 pub(crate) fn start<S: Stage>(
@@ -187,10 +193,17 @@ pub(crate) fn start<S: Stage>(
                 thread_me,
             );
             let mut unread = VecDeque::new();
-            match rt.init(spec.subscribe_to) {
+            // User callbacks are guarded one by one; this guard is for the engine
+            // itself (a dispatcher's bug, say): whatever panics, the stage still
+            // records why it exited and tells its peers, so nobody waits forever.
+            let subscribe_to = spec.subscribe_to;
+            let started = catch_unwind(AssertUnwindSafe(|| rt.init(subscribe_to)))
+                .unwrap_or_else(|p| Err(StartError::Stopped(internal_panic(p))));
+            match started {
                 Ok(()) => {
                     let _ = ready_tx.send(Ok(()));
-                    let reason = rt.run(&queue, &mut unread);
+                    let reason = catch_unwind(AssertUnwindSafe(|| rt.run(&queue, &mut unread)))
+                        .unwrap_or_else(internal_panic);
                     rt.finish(reason);
                 }
                 Err(e) => {
