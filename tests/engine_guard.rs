@@ -36,7 +36,7 @@ impl Stage for Ones {
 
 impl Producer for Ones {
     fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, Self>) {
-        ctx.emit_all(std::iter::repeat_n(1, demand));
+        ctx.emit_all(std::iter::repeat(1).take(demand));
     }
 }
 
