@@ -90,6 +90,10 @@ pub struct Flush;
 #[derive(Debug)]
 pub struct BatchTimeout(Instant);
 
+/// Sent to itself when its last producer ended normally, behind the last batches.
+#[derive(Debug)]
+pub struct ProducersEnded;
+
 struct Pending<T> {
     events: Vec<T>,
     deadline: Instant,
@@ -100,8 +104,12 @@ type KeyFn<T, K> = Box<dyn Fn(&T) -> K + Send>;
 /// A producer-consumer that turns events `T` into [`Batch`]es.
 ///
 /// A batch is emitted when it holds `batch_size` events, when `batch_timeout` has
-/// passed since its first event, on [`Flush`], and when the last producer is gone
-/// (then the stage stops after delivering it, if its subscription says so).
+/// passed since its first event, on [`Flush`], and when the last producer is gone.
+///
+/// When its last producer ends normally, the batcher delivers what it has and stops
+/// normally. With several producers (fan-in), subscribe with
+/// [`CancelMode::Transient`](crate::CancelMode::Transient): a permanent subscription
+/// would stop it as soon as the *first* producer ends.
 ///
 /// ```
 /// use std::time::Duration;
@@ -251,16 +259,18 @@ where
 
     fn handle_cancel(
         &mut self,
-        _: CancelReason,
+        reason: CancelReason,
         from: &SubscriptionRef,
         ctx: &mut Context<'_, Self>,
     ) {
         // Only our producers' subscriptions count; a consumer leaving changes nothing.
-        if self.producers.remove(&from.tag) {
-            if self.producers.is_empty() {
-                // No more input can complete these batches: deliver them now.
-                self.flush_all(ctx);
-                self.armed = None;
+        if self.producers.remove(&from.tag) && self.producers.is_empty() {
+            // No more input can complete these batches: deliver them now.
+            self.flush_all(ctx);
+            self.armed = None;
+            if reason.reason().is_normal() {
+                // Behind the batches just emitted: stop once they are delivered.
+                let _ = ctx.myself().async_info(ProducersEnded);
             }
         }
     }
@@ -320,6 +330,19 @@ where
             self.emit(key, ctx);
         }
         self.arm();
+    }
+}
+
+impl<T, K> HandleInfo<ProducersEnded> for Batcher<T, K>
+where
+    T: Send + 'static,
+    K: Eq + Hash + Clone + Send + 'static,
+{
+    fn handle_info(&mut self, _: ProducersEnded, ctx: &mut Context<'_, Self>) {
+        // A producer subscribed meanwhile: keep going.
+        if self.producers.is_empty() {
+            ctx.stop(Reason::Normal);
+        }
     }
 }
 
@@ -450,6 +473,25 @@ mod tests {
     }
 
     #[test]
+    fn fan_in_with_transient_subscriptions_ends_after_the_last_producer() {
+        let a = from_iter(0..500u32, FromIterOptions::new()).unwrap();
+        let b = from_iter(500..1000u32, FromIterOptions::new()).unwrap();
+        let transient = || SubscribeOptions::new().cancel(CancelMode::Transient);
+        let batcher = Batcher::new(BatcherOptions::new().batch_size(64).batch_timeout(NEVER))
+            .unwrap()
+            .start(
+                ProducerConsumerOptions::new()
+                    .subscribe_to(&a, transient())
+                    .subscribe_to(&b, transient()),
+            )
+            .unwrap();
+        let mut got: Vec<u32> = stream(&batcher).flat_map(|b| b.unwrap().events).collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..1000).collect::<Vec<_>>());
+        assert_eq!(batcher.join(), Reason::Normal);
+    }
+
+    #[test]
     fn no_event_lost_when_downstream_is_slow_to_ask() {
         // 1000 events into batches of 7, through a consumer asking one batch at a time:
         // the batcher's output waits in its buffer and the end waits behind it.
@@ -461,8 +503,7 @@ mod tests {
         let got: Vec<u32> = crate::StageStream::new()
             .subscribe(&batcher, SubscribeOptions::new().max_demand(1))
             .unwrap()
-            .map(|b| b.unwrap().events)
-            .flatten()
+            .flat_map(|b| b.unwrap().events)
             .collect();
         assert_eq!(got, (0..1000).collect::<Vec<_>>());
         assert_eq!(batcher.join(), Reason::Normal);

@@ -15,7 +15,7 @@ mod rate_limit;
 mod retry;
 mod timer;
 
-pub use batcher::{Batch, BatchTimeout, Batcher, BatcherOptions, Flush};
+pub use batcher::{Batch, BatchTimeout, Batcher, BatcherOptions, Flush, ProducersEnded};
 pub use drain::{Halt, Pipeline, PipelineHandle, PipelineReport, StageReport, StageStatus};
 pub use lines::{Line, LineError, LineEvent, LineSource, LinesExhausted};
 pub use progress::{Progress, ProgressReport, StageProgress};

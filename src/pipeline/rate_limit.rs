@@ -350,17 +350,14 @@ mod tests {
     }
 
     type Source = StageRef<crate::stage::IterProducer<std::ops::Range<u32>>>;
-
-    fn setup(
-        allowed: usize,
-        items: u32,
-        gate: Option<Receiver<()>>,
-    ) -> (
+    type Setup = (
         StageRef<RateLimiter<u32>>,
         Receiver<Vec<u32>>,
         StageRef<Sink>,
         Source,
-    ) {
+    );
+
+    fn setup(allowed: usize, items: u32, gate: Option<Receiver<()>>) -> Setup {
         let source = from_iter(0..items, FromIterOptions::new()).unwrap();
         let limiter = RateLimiter::new(RateLimit::new(allowed, Duration::from_secs(1)).unwrap())
             .ticks(Ticks::Manual)

@@ -332,10 +332,12 @@ pub enum Outcome<T, E> {
     Failed(Attempt<T>, E),
 }
 
+type ReportFn<T, E> = Arc<dyn Fn(Outcome<T, E>) -> Result<(), Outcome<T, E>> + Send + Sync>;
+
 /// A cloneable reporter of outcomes to a [`RetrySource`]. Every attempt it emitted
 /// must be reported once, done or failed: the source ends only when all were.
 pub struct Outcomes<T, E> {
-    report: Arc<dyn Fn(Outcome<T, E>) -> Result<(), Outcome<T, E>> + Send + Sync>,
+    report: ReportFn<T, E>,
 }
 
 impl<T, E> Clone for Outcomes<T, E> {
