@@ -36,10 +36,11 @@ use stageflow::prelude::*;
 
 const USAGE: &str = "usage: etl [FILE.jsonl ...] [--db PATH] [--rejects PATH] [--sample N]
            [--parsers N] [--batch-size N] [--batch-timeout-ms N] [--slow-db-ms N]
-           [--drain-deadline-s N] [--no-progress]
+           [--drain-deadline-s N] [--append] [--no-progress]
 
 With no FILE, generates a sample of --sample records (default 1000000, about 1 in 1000
-of them bad) into a temporary file and loads it.
+of them bad) into a temporary file and loads it. The records table is created anew
+unless --append is given.
 Defaults: --db etl.db  --rejects etl-rejects.jsonl  --parsers <cores>  --batch-size 1000
           --batch-timeout-ms 1000  --slow-db-ms 0  --drain-deadline-s 30";
 
@@ -81,6 +82,7 @@ struct Args {
     batch_timeout: Duration,
     slow_db: Duration,
     drain_deadline: Duration,
+    append: bool,
     progress: bool,
 }
 
@@ -115,6 +117,7 @@ fn parse_args() -> Result<Args, String> {
         batch_timeout: Duration::from_secs(1),
         slow_db: Duration::ZERO,
         drain_deadline: Duration::from_secs(30),
+        append: false,
         progress: true,
     };
     let mut it = std::env::args().skip(1);
@@ -134,6 +137,7 @@ fn parse_args() -> Result<Args, String> {
             "--drain-deadline-s" => {
                 a.drain_deadline = Duration::from_secs(positive("--drain-deadline-s", it.next())?)
             }
+            "--append" => a.append = true,
             "--no-progress" => a.progress = false,
             "-h" | "--help" => return Err(String::new()),
             flag if flag.starts_with("--") => return Err(format!("unknown flag {flag}")),
@@ -354,12 +358,16 @@ fn peak_rss() -> Option<String> {
     Some(format!("{:.1} MiB", kb / 1024.0))
 }
 
-fn open_db(path: &Path) -> rusqlite::Result<Connection> {
+fn open_db(path: &Path, append: bool) -> rusqlite::Result<Connection> {
     let db = Connection::open(path)?;
     // One writer, batch transactions: WAL and NORMAL sync are the usual bulk-load
     // settings (durable at each commit against a process crash).
     db.pragma_update(None, "journal_mode", "WAL")?;
     db.pragma_update(None, "synchronous", "NORMAL")?;
+    if !append {
+        // The table then holds exactly this run's rows, which the summary counts.
+        db.execute_batch("DROP TABLE IF EXISTS records")?;
+    }
     db.execute_batch(
         "CREATE TABLE IF NOT EXISTS records (
              source TEXT NOT NULL, line INTEGER NOT NULL,
@@ -391,7 +399,7 @@ fn run(args: Args) -> Result<bool, Box<dyn Error>> {
     let total: Option<u64> = files.iter().map(|f| count_lines(f)).sum();
     let load_started = Instant::now();
 
-    let db = open_db(&args.db)?;
+    let db = open_db(&args.db, args.append)?;
     let rejects = BufWriter::new(File::create(&args.rejects)?);
     let totals = Arc::new(Totals::default());
 
