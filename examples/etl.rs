@@ -30,7 +30,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rusqlite::{params, Connection};
 use serde::Deserialize;
 use stageflow::pipeline::{
-    Batch, Batcher, BatcherOptions, LineEvent, LineSource, Pipeline, PipelineHandle, Progress,
+    Batch, Batcher, BatcherOptions, LineEvent, LineSource, Pipeline, Progress,
 };
 use stageflow::prelude::*;
 
@@ -203,7 +203,6 @@ struct Writer {
     names: Vec<Arc<str>>,
     slow: Duration,
     totals: Arc<Totals>,
-    pipeline: Option<PipelineHandle>,
 }
 
 impl Writer {
@@ -272,15 +271,6 @@ impl Writer {
 impl Stage for Writer {
     type In = Batch<Parsed>;
     type Out = Never;
-
-    fn terminate(&mut self, reason: &Reason) {
-        if !reason.is_normal() {
-            // The stages before us would wait forever for demand: drain them.
-            if let Some(p) = self.pipeline.take() {
-                p.drain();
-            }
-        }
-    }
 }
 
 impl Consumer for Writer {
@@ -437,8 +427,6 @@ fn run(args: Args) -> Result<bool, Box<dyn Error>> {
         pipeline = pipeline.stage(p);
     }
     pipeline = pipeline.stage(&batcher);
-    // The writer is added once it exists; it needs the handle to drain on failure,
-    // so the handle is taken after it is added (handles see stages added later).
     let handle = pipeline.handle();
     let write = start_consumer(
         Writer {
@@ -447,7 +435,6 @@ fn run(args: Args) -> Result<bool, Box<dyn Error>> {
             names,
             slow: args.slow_db,
             totals: totals.clone(),
-            pipeline: Some(handle.clone()),
         },
         ConsumerOptions::new()
             .name("write")

@@ -199,7 +199,8 @@ impl Pipeline {
     }
 
     /// A handle to request a drain from elsewhere (a Ctrl-C handler) and to read the
-    /// stages' counters (a progress bar). Take it after adding the stages.
+    /// stages' counters (a progress bar). It also sees stages added after it was
+    /// taken.
     pub fn handle(&self) -> PipelineHandle {
         PipelineHandle {
             inner: self.inner.clone(),
@@ -228,15 +229,28 @@ impl Pipeline {
 
     /// Waits until every stage has exited. If a drain is requested meanwhile
     /// ([`PipelineHandle::drain`]), it gets `drain_deadline` from the request; the
-    /// stages still running then are stopped with [`Reason::Shutdown`].
+    /// stages still running then are stopped with [`Reason::Shutdown`]. A stage that
+    /// exits with an abnormal reason (a panic, an error) requests that drain itself,
+    /// so a failure never leaves the rest of the pipeline waiting forever.
     pub fn wait(self, drain_deadline: Duration) -> PipelineReport {
         let started = Instant::now();
         let inner = &self.inner;
         let entries = inner.stages();
         let grace = *inner.stop_grace.lock();
         let mut deadline_hit = false;
+        let handle = self.handle();
         'wait: for entry in &entries {
             loop {
+                if !handle.is_draining()
+                    && entries
+                        .iter()
+                        .any(|e| e.stage.exit_reason().is_some_and(|r| !r.is_normal()))
+                {
+                    // A stage failed: the stages around it could wait forever (a
+                    // producer whose consumers are gone gets no demand), so the rest
+                    // of the pipeline is drained, within the deadline.
+                    handle.drain();
+                }
                 let chunk = match *inner.drain_requested.lock() {
                     None => POLL,
                     Some(at) => {
@@ -597,6 +611,47 @@ mod tests {
         // Opening the gate lets the stop in.
         std::thread::spawn(move || while gate_tx.send(()).is_ok() {});
         assert_eq!(sink.stage.join_timeout(WAIT), Some(Reason::Shutdown));
+    }
+
+    /// Panics on its first batch.
+    struct Panicky;
+    impl Stage for Panicky {
+        type In = u64;
+        type Out = Never;
+    }
+    impl Consumer for Panicky {
+        fn handle_events(&mut self, _: Vec<u64>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {
+            panic!("bad record");
+        }
+    }
+
+    #[test]
+    fn a_failed_stage_drains_the_rest_and_is_reported() {
+        let numbers = start_producer(
+            Numbers {
+                next: 0,
+                halted: false,
+            },
+            ProducerOptions::new().name("numbers"),
+        )
+        .unwrap();
+        let sink = start_consumer(
+            Panicky,
+            ConsumerOptions::new()
+                .name("sink")
+                .subscribe_to(&numbers, SubscribeOptions::new()),
+        )
+        .unwrap();
+        // Nobody asks for a drain: the endless source ends because the sink failed.
+        let report = Pipeline::new().source(&numbers).stage(&sink).wait(WAIT);
+        assert!(!report.is_complete());
+        assert!(!report.deadline_hit, "{report}");
+        assert!(report.drained);
+        assert_eq!(report.stage("numbers").unwrap().exit, Some(Reason::Normal));
+        assert_eq!(
+            report.stage("sink").unwrap().exit,
+            Some(Reason::Panic("bad record".into()))
+        );
     }
 
     #[test]
