@@ -888,6 +888,9 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(10);
 
+    type Source = StageRef<RetrySource<std::ops::Range<u32>, &'static str>>;
+    type Run = (Source, StageRef<Worker>, RetryStats, Receiver<Attempt<u32>>);
+
     fn fast(attempts: u32) -> RetryPolicy<&'static str> {
         RetryPolicy::new(attempts)
             .unwrap()
@@ -900,12 +903,7 @@ mod tests {
         policy: RetryPolicy<&'static str>,
         dead: DeadLetters<u32, &'static str>,
         fail: fn(&Attempt<u32>) -> bool,
-    ) -> (
-        StageRef<RetrySource<std::ops::Range<u32>, &'static str>>,
-        StageRef<Worker>,
-        RetryStats,
-        Receiver<Attempt<u32>>,
-    ) {
+    ) -> Run {
         let source = RetrySource::new(events, policy, dead).jitter(Jitter::seeded(9));
         let stats = source.stats();
         let source = source.start(ProducerOptions::new()).unwrap();
