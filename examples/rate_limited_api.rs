@@ -17,8 +17,8 @@
 //! at a time each) → `process` (slow work per item). Retries go back through the
 //! limiter, so they count against the rate too. Ctrl-C drains.
 //!
-//! The last line of output is `STATS {json}`: the request times the server saw and
-//! the ids processed and dead-lettered, for the integration test to check.
+//! With `--stats-json` the last line of output is `STATS {json}`: the request times
+//! the server saw and the ids processed and dead-lettered, for the integration test.
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -37,7 +37,7 @@ use stageflow::prelude::*;
 
 const USAGE: &str = "usage: rate_limited_api [--items N] [--rate N] [--fetchers N] [--attempts N]
            [--fail-percent P] [--slow-percent P] [--slow-ms N] [--process-ms N]
-           [--drain-deadline-s N] [--no-progress]
+           [--drain-deadline-s N] [--no-progress] [--stats-json]
 Defaults: --items 300 --rate 50 --fetchers 4 --attempts 4 --fail-percent 15
           --slow-percent 5 --slow-ms 300 --process-ms 5 --drain-deadline-s 30";
 
@@ -53,6 +53,7 @@ struct Args {
     process: Duration,
     drain_deadline: Duration,
     progress: bool,
+    stats_json: bool,
 }
 
 fn number(flag: &str, value: Option<String>, min: i64, max: i64) -> Result<u64, String> {
@@ -77,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         process: Duration::from_millis(5),
         drain_deadline: Duration::from_secs(30),
         progress: true,
+        stats_json: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -99,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
                     Duration::from_secs(number("--drain-deadline-s", it.next(), 1, big)?)
             }
             "--no-progress" => a.progress = false,
+            "--stats-json" => a.stats_json = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -552,7 +555,9 @@ fn run(args: Args) -> Result<bool, Box<dyn Error + Send + Sync>> {
         "retries": counts.retries,
         "complete": complete,
     });
-    println!("STATS {stats_json}");
+    if args.stats_json {
+        println!("STATS {stats_json}");
+    }
     Ok(balanced && (complete || report.drained))
 }
 

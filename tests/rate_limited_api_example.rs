@@ -11,7 +11,14 @@ fn the_server_never_sees_more_than_the_rate_and_no_item_is_lost() {
     let rate = 40u64;
     let items = 150u64;
     let out = Command::new(common::example("rate_limited_api"))
-        .args(["--no-progress", "--process-ms", "2", "--fetchers", "3"])
+        .args([
+            "--no-progress",
+            "--stats-json",
+            "--process-ms",
+            "2",
+            "--fetchers",
+            "3",
+        ])
         .args(["--rate", &rate.to_string(), "--items", &items.to_string()])
         .output()
         .expect("the example runs");
