@@ -462,7 +462,7 @@ fn run(args: Args) -> Result<bool, Box<dyn Error>> {
     let drawer = args.progress.then(|| {
         let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(5));
         bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} lines {per_sec} ETA {eta} {msg}")
+            ProgressStyle::with_template("{bar:30} {pos}/{len} lines {msg}")
                 .expect("valid template"),
         );
         let (handle, done, totals) = (handle.clone(), done.clone(), totals.clone());
@@ -471,8 +471,12 @@ fn run(args: Args) -> Result<bool, Box<dyn Error>> {
             while !done.load(Ordering::Relaxed) {
                 let report = progress.update(&handle.status());
                 bar.set_position(report.done);
+                let eta = report
+                    .eta
+                    .map_or_else(|| "-".to_string(), |e| format!("{}s", e.as_secs()));
                 bar.set_message(format!(
-                    "| written {} rejected {}",
+                    "{:.0}/s ETA {eta} | written {} rejected {}",
+                    report.rate,
                     totals.written.load(Ordering::Relaxed),
                     totals.rejected.load(Ordering::Relaxed)
                 ));

@@ -92,7 +92,7 @@ pub struct BatchTimeout(Instant);
 
 /// Sent to itself when its last producer ended normally, behind the last batches.
 #[derive(Debug)]
-pub struct ProducersEnded;
+pub struct ProducersEnded(());
 
 struct Pending<T> {
     events: Vec<T>,
@@ -270,7 +270,7 @@ where
             self.armed = None;
             if reason.reason().is_normal() {
                 // Behind the batches just emitted: stop once they are delivered.
-                let _ = ctx.myself().async_info(ProducersEnded);
+                let _ = ctx.myself().async_info(ProducersEnded(()));
             }
         }
     }

@@ -111,7 +111,7 @@ impl fmt::Debug for LineSource {
 /// halted): it arrives behind the events still buffered, so the source stops only
 /// after they were dispatched.
 #[derive(Debug)]
-pub struct LinesExhausted;
+pub struct LinesExhausted(());
 
 impl LineSource {
     /// A source with no inputs yet (it ends at once if started so).
@@ -244,7 +244,7 @@ impl LineSource {
             self.inputs.clear();
             self.current = None;
             // Behind the buffered events: they are dispatched before the stop.
-            let _ = ctx.myself().async_info(LinesExhausted);
+            let _ = ctx.myself().async_info(LinesExhausted(()));
         }
     }
 }

@@ -437,11 +437,11 @@ impl<T> Ord for Due<T> {
 
 /// The timer's wake-up.
 #[derive(Debug)]
-pub struct RetryDue;
+pub struct RetryDue(());
 
 /// Sent to itself when everything is finished, behind its last events.
 #[derive(Debug)]
-pub struct RetriesFinished;
+pub struct RetriesFinished(());
 
 /// A producer of [`Attempt`]s: first attempts of the events of an iterator, and
 /// retries of failed attempts once their backoff passed (retries first). Failed
@@ -629,7 +629,7 @@ where
     fn check_end(&mut self, ctx: &mut Context<'_, Self>) {
         if !self.finishing && self.fresh.is_none() && self.due.is_empty() && self.in_flight == 0 {
             self.finishing = true;
-            let _ = ctx.myself().async_info(RetriesFinished);
+            let _ = ctx.myself().async_info(RetriesFinished(()));
         }
     }
 
@@ -702,7 +702,9 @@ where
 
     fn init(&mut self, ctx: &mut Context<'_, Self>) -> Init {
         let me = ctx.myself().clone();
-        match Timer::start(ctx.myself().name(), move |_| me.send_info(RetryDue).is_ok()) {
+        match Timer::start(ctx.myself().name(), move |_| {
+            me.send_info(RetryDue(())).is_ok()
+        }) {
             Ok(timer) => {
                 self.timer = Some(timer);
                 Init::Ok
