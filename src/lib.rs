@@ -123,6 +123,7 @@
 
 pub mod error;
 pub mod flow;
+pub mod pipeline;
 pub mod stage;
 
 pub use error::{CallError, OptionsError, StartError, SubscribeError};

@@ -130,6 +130,8 @@ pub(crate) struct Runtime<S: Stage> {
     queue: VecDeque<Queued<S>>,
     /// Producer-consumer: downstream demand not yet satisfied.
     counter: usize,
+    /// Producer-consumer: a normal stop waiting for the buffered output to be taken.
+    deferred_stop: Option<Reason>,
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> Arc<str> {
@@ -276,6 +278,7 @@ impl<S: Stage> Runtime<S> {
             producers: HashMap::new(),
             queue: VecDeque::new(),
             counter: 0,
+            deferred_stop: None,
             me,
         }
     }
@@ -678,6 +681,13 @@ impl<S: Stage> Runtime<S> {
         if self.stopped() {
             return;
         }
+        if self.consumers.is_empty() {
+            if let Some(r) = self.deferred_stop.take() {
+                // Nobody is left to take the buffered output the stop waited for.
+                self.stop = Some(r);
+                return;
+            }
+        }
         let k = self.dispatcher.cancel(tag);
         self.serve_demand(k);
     }
@@ -1037,7 +1047,20 @@ impl<S: Stage> Runtime<S> {
                     entry.from.tag
                 ),
             );
-            self.stop = Some(r);
+            if r.is_normal()
+                && self.kind == Kind::ProducerConsumer
+                && !self.buffer.is_empty()
+                && !self.consumers.is_empty()
+            {
+                // A normal end travels behind the last events (invariant 3): output
+                // still buffered for lack of downstream demand is delivered first. The
+                // stop rides on an info marker after the last buffered event; should
+                // every consumer leave before that, the stop happens then.
+                self.deferred_stop = Some(r.clone());
+                self.queue_info(Box::new(move |_, ctx| ctx.stop(r)));
+            } else {
+                self.stop = Some(r);
+            }
         }
     }
 }
