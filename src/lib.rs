@@ -123,6 +123,7 @@
 
 pub mod error;
 pub mod flow;
+pub mod pipeline;
 pub mod stage;
 
 pub use error::{CallError, OptionsError, StartError, SubscribeError};
@@ -135,6 +136,10 @@ pub use stage::{
     Peer, Producer, ProducerConsumer, ProducerConsumerOptions, ProducerOptions, Reason, ReplyTo,
     Source, SourceRef, Stage, StageMetrics, StageRef, StageStream, StreamError, SubscribeOptions,
     SubscriptionInfo, SubscriptionRef, Tag,
+};
+pub use stage::{
+    ChildCounts, ChildId, ChildInfo, ConsumerSupervisor, ConsumerSupervisorOptions, Job,
+    JobContext, Restart, TerminateChildError,
 };
 
 /// Everything a stage program usually needs, in one `use`.

@@ -28,6 +28,7 @@
 //! - "emit warning if trying to dispatch events from a consumer": a consumer's output
 //!   type is `Never`, so it cannot emit; the mistake does not compile.
 //! - "format_status/2" (three kinds): `:sys.get_status` (B).
+//! - The top-level "generates child_spec/1" (B): `use GenStage` child specs.
 //! - The producer "terminate/2" test starts `Forwarder` as a producer; a typed consumer
 //!   cannot be one, so `Counter` in pid mode reports `terminate` instead.
 

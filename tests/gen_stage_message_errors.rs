@@ -8,8 +8,10 @@
 //! - "unknown demand" and "unknown events": GenStage answers `{:cancel,
 //!   :unknown_subscription}` to the sender. In stageflow an ask and an events message
 //!   carry only the subscription tag, not a return address (they are the hot path), so
-//!   the receiving stage logs an error instead, drops the message and goes on. The tests
-//!   check the log line, that nothing else happened, and that the stage lives on.
+//!   the receiving stage logs it instead (an error for events; info level for an ask,
+//!   whose usual cause is a consumer that cancelled and re-asked for events already on
+//!   their way), drops the message and goes on. The tests check the log line, that
+//!   nothing else happened, and that the stage lives on.
 //! - "not a producer": GenStage only logs; stageflow also answers the would-be consumer
 //!   with a cancel, so it does not wait for events forever. Only a consumer of `Never`
 //!   can even try (the types forbid subscribing a consumer of `T` to a consumer).

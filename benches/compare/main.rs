@@ -13,6 +13,8 @@
 
 mod harness;
 mod stages;
+mod w3;
+mod w4;
 mod w5;
 mod w6;
 mod w7;
@@ -23,6 +25,8 @@ use harness::Workload;
 fn workloads(events: Option<u64>) -> Vec<Workload> {
     let mut all: Vec<Workload> = Vec::new();
     all.extend(stages::workloads(events));
+    all.push(w3::workload(events));
+    all.push(w4::workload(events));
     // W5's input is generated and verified once, cached in target/.
     all.push(w5::workload(events));
     all.push(w6::workload(events));

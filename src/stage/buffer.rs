@@ -154,6 +154,21 @@ impl<T> Buffer<T> {
         }
     }
 
+    /// Puts back at the front events just returned by `take` that could not be
+    /// delivered, and the infos `take` returned with them (they stood right behind the
+    /// last of these events, and stand there again).
+    pub(crate) fn unshift(&mut self, events: Vec<T>, infos: Vec<u64>) {
+        let n = events.len() as u64;
+        self.head -= n;
+        for e in events.into_iter().rev() {
+            self.events.push_front(e);
+        }
+        let pos = self.head + n;
+        for info in infos.into_iter().rev() {
+            self.markers.push_front((pos, info));
+        }
+    }
+
     /// Attaches `info` behind the last buffered event. Returns false (and stores
     /// nothing) when the buffer is empty: then the info is due at once.
     pub(crate) fn attach_info(&mut self, info: u64) -> bool {
@@ -189,6 +204,26 @@ impl<T> Buffer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unshift_restores_what_take_returned() {
+        let mut b = Buffer::new(BufferSize::Finite(10), BufferKeep::Last);
+        b.store(vec![1, 2]);
+        assert!(b.attach_info(7));
+        b.store(vec![3]);
+        let t = b.take(5);
+        assert_eq!((t.events.clone(), t.infos.clone()), (vec![1, 2], vec![7]));
+        b.unshift(vec![2], t.infos);
+        assert_eq!(b.len(), 2);
+        assert_eq!(
+            b.take(5),
+            Taken {
+                events: vec![2],
+                infos: vec![7]
+            }
+        );
+        assert_eq!(b.take(5).events, vec![3]);
+    }
 
     #[test]
     fn keep_last_evicts_and_releases() {

@@ -41,6 +41,7 @@ pub mod raw;
 mod reason;
 pub(crate) mod runtime;
 mod subscription;
+mod supervisor;
 
 pub use buffer::{BufferKeep, BufferSize};
 pub use context::Context;
@@ -52,6 +53,10 @@ pub use options::{ConsumerOptions, ProducerConsumerOptions, ProducerOptions};
 pub use reason::{CancelReason, Reason, Tag};
 pub use subscription::{
     CancelMode, Demand, PartitionKey, Selector, SubscribeOptions, SubscriptionInfo, SubscriptionRef,
+};
+pub use supervisor::{
+    ChildCounts, ChildId, ChildInfo, ConsumerSupervisor, ConsumerSupervisorOptions, Job,
+    JobContext, Restart, TerminateChildError,
 };
 
 use crate::error::StartError;
@@ -107,6 +112,12 @@ pub enum DemandMode {
     Forward,
     /// Store demand (and events emitted meanwhile) until switched to `Forward`; stored
     /// demands are replayed one by one, never added together.
+    ///
+    /// On the switch, the events emitted while accumulating are dispatched first, then
+    /// the stored demands are served (buffer first, then `handle_demand`), so events
+    /// reach consumers in the order the producer emitted them. GenStage replays both
+    /// kinds of entry in arrival order, which lets events emitted at replay overtake
+    /// older stored ones; stageflow deliberately does not.
     Accumulate,
 }
 

@@ -78,10 +78,12 @@ impl<S: Consumer> Callbacks<S> {
     }
 }
 
-/// What a producer stored while in accumulate mode, replayed in order on forward.
+/// What a producer stored while in accumulate mode, replayed on forward.
 enum Accumulated<T> {
     Demand(usize),
     Dispatch(Vec<T>),
+    /// An info queued behind stored events (it must not overtake them).
+    Info(u64),
 }
 
 /// A producer-consumer's unprocessed input, in arrival order.
@@ -128,6 +130,8 @@ pub(crate) struct Runtime<S: Stage> {
     queue: VecDeque<Queued<S>>,
     /// Producer-consumer: downstream demand not yet satisfied.
     counter: usize,
+    /// Producer-consumer: a normal stop waiting for the buffered output to be taken.
+    deferred_stop: Option<Reason>,
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> Arc<str> {
@@ -138,6 +142,12 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> Arc<str> {
     } else {
         Arc::from("non-string panic payload")
     }
+}
+
+fn internal_panic(payload: Box<dyn std::any::Any + Send>) -> Reason {
+    Reason::Panic(Arc::from(
+        format!("stageflow engine: {}", panic_message(payload)).as_str(),
+    ))
 }
 
 /// Spawns the stage's thread, runs `init` and the initial subscriptions there, and
@@ -185,10 +195,17 @@ pub(crate) fn start<S: Stage>(
                 thread_me,
             );
             let mut unread = VecDeque::new();
-            match rt.init(spec.subscribe_to) {
+            // User callbacks are guarded one by one; this guard is for the engine
+            // itself (a dispatcher's bug, say): whatever panics, the stage still
+            // records why it exited and tells its peers, so nobody waits forever.
+            let subscribe_to = spec.subscribe_to;
+            let started = catch_unwind(AssertUnwindSafe(|| rt.init(subscribe_to)))
+                .unwrap_or_else(|p| Err(StartError::Stopped(internal_panic(p))));
+            match started {
                 Ok(()) => {
                     let _ = ready_tx.send(Ok(()));
-                    let reason = rt.run(&queue, &mut unread);
+                    let reason = catch_unwind(AssertUnwindSafe(|| rt.run(&queue, &mut unread)))
+                        .unwrap_or_else(internal_panic);
                     rt.finish(reason);
                 }
                 Err(e) => {
@@ -261,6 +278,7 @@ impl<S: Stage> Runtime<S> {
             producers: HashMap::new(),
             queue: VecDeque::new(),
             counter: 0,
+            deferred_stop: None,
             me,
         }
     }
@@ -440,13 +458,26 @@ impl<S: Stage> Runtime<S> {
             _ => {
                 let id = next_id();
                 self.infos.insert(id, f);
-                if !self.buffer.attach_info(id) {
-                    self.dispatcher.info(PendingInfo {
-                        id,
-                        owner: self.owner.clone(),
-                    });
+                if let Some(acc) = &mut self.accumulate {
+                    // Events emitted while accumulating count as buffered: the info
+                    // waits behind them (GenStage lets it overtake them).
+                    if acc.iter().any(|e| matches!(e, Accumulated::Dispatch(_))) {
+                        acc.push_back(Accumulated::Info(id));
+                        return;
+                    }
                 }
+                self.info_behind_buffer(id);
             }
+        }
+    }
+
+    /// Releases info `id` behind the events buffered now (at once if there are none).
+    fn info_behind_buffer(&mut self, id: u64) {
+        if !self.buffer.attach_info(id) {
+            self.dispatcher.info(PendingInfo {
+                id,
+                owner: self.owner.clone(),
+            });
         }
     }
 
@@ -467,21 +498,66 @@ impl<S: Stage> Runtime<S> {
             }
             (Kind::Producer, DemandMode::Forward) => {
                 if let Some(entries) = self.accumulate.take() {
-                    for entry in entries {
-                        match entry {
-                            Accumulated::Demand(k) => self.producer_demand(k),
-                            Accumulated::Dispatch(events) => self.dispatch_events(events),
-                        }
-                        if self.stopped() {
-                            break;
-                        }
-                    }
+                    self.replay(entries);
                 }
             }
             (Kind::ProducerConsumer, DemandMode::Forward) => {}
             _ => self
                 .log
                 .log(Level::Error, "demand mode can only be set for producers"),
+        }
+    }
+
+    /// Leaves accumulate mode: serves each stored demand in turn, never combined
+    /// (GenStage's replay), from the buffer first, then from the events emitted while
+    /// accumulating, then with `handle_demand`; what is left of the stored events and
+    /// infos is then dispatched in order (leftovers are buffered).
+    ///
+    /// GenStage replays demands and events in arrival order, so that `handle_demand`
+    /// called for an early demand emits events ahead of older stored ones; serving the
+    /// demands from the older events first keeps every producer's events in order.
+    fn replay(&mut self, entries: VecDeque<Accumulated<S::Out>>) {
+        let mut demands = Vec::new();
+        let mut stored = VecDeque::new();
+        for entry in entries {
+            match entry {
+                Accumulated::Demand(k) => demands.push(k),
+                other => stored.push_back(other),
+            }
+        }
+        for k in demands {
+            let mut k = self.take_from_buffer(k);
+            while k > 0 && !self.stopped() {
+                match stored.pop_front() {
+                    None => break,
+                    Some(Accumulated::Dispatch(mut events)) => {
+                        if events.len() > k {
+                            let rest = events.split_off(k);
+                            stored.push_front(Accumulated::Dispatch(rest));
+                        }
+                        k -= events.len();
+                        self.dispatch_events(events);
+                    }
+                    Some(Accumulated::Info(id)) => self.info_behind_buffer(id),
+                    Some(Accumulated::Demand(_)) => unreachable!("demands were set apart"),
+                }
+            }
+            if k > 0 && !self.stopped() {
+                self.demand_callback(k);
+            }
+            if self.stopped() {
+                return;
+            }
+        }
+        for entry in stored {
+            match entry {
+                Accumulated::Dispatch(events) => self.dispatch_events(events),
+                Accumulated::Info(id) => self.info_behind_buffer(id),
+                Accumulated::Demand(_) => unreachable!("demands were set apart"),
+            }
+            if self.stopped() {
+                return;
+            }
         }
     }
 
@@ -577,9 +653,10 @@ impl<S: Stage> Runtime<S> {
 
     fn producer_ask(&mut self, tag: Tag, n: usize) {
         if !self.consumers.contains_key(&tag) {
-            // GenStage answers `{:cancel, :unknown_subscription}`; we have no address
-            // for an unknown tag, so it is logged instead. It happens in normal
-            // operation too: the initial ask of a subscription the dispatcher rejected.
+            // GenStage answers `{:cancel, :unknown_subscription}`, silently; we have no
+            // address for an unknown tag, so it is logged instead, at info level: the
+            // usual cause is benign, a consumer that cancelled and still re-asked for
+            // events that were on their way before our confirmation reached it.
             self.log.log(
                 Level::Info,
                 format!("received ask for unknown subscription {tag}"),
@@ -604,20 +681,33 @@ impl<S: Stage> Runtime<S> {
         if self.stopped() {
             return;
         }
+        if self.consumers.is_empty() {
+            if let Some(r) = self.deferred_stop.take() {
+                // Nobody is left to take the buffered output the stop waited for.
+                self.stop = Some(r);
+                return;
+            }
+        }
         let k = self.dispatcher.cancel(tag);
         self.serve_demand(k);
     }
 
     /// Demand reported by the dispatcher.
     fn serve_demand(&mut self, k: usize) {
-        if k == 0 || self.stopped() {
+        if self.stopped() {
             return;
         }
         match self.kind {
-            Kind::Producer => self.producer_demand(k),
+            Kind::Producer if k > 0 => self.producer_demand(k),
+            Kind::Producer => {}
             Kind::ProducerConsumer => {
-                self.counter += k;
-                self.take_from_buffer(k);
+                // As GenStage does after every dispatcher callback, even one reporting
+                // no new demand: serve the whole outstanding demand from the buffer
+                // first. A consumer whose ask is covered by a departed consumer's
+                // pending demand is then served the buffered events, in order.
+                self.counter = self.counter.saturating_add(k);
+                let outstanding = self.counter;
+                self.take_from_buffer(outstanding);
                 self.process_queue();
             }
             Kind::Consumer => {}
@@ -625,16 +715,22 @@ impl<S: Stage> Runtime<S> {
     }
 
     /// A producer's demand: buffer first, then `handle_demand` (or store it while
-    /// accumulating).
+    /// accumulating: all of it, the buffer is served at replay so that its events keep
+    /// their place ahead of those emitted meanwhile).
     fn producer_demand(&mut self, k: usize) {
-        let k = self.take_from_buffer(k);
-        if k == 0 || self.stopped() {
-            return;
-        }
         if let Some(acc) = &mut self.accumulate {
             acc.push_back(Accumulated::Demand(k));
             return;
         }
+        let k = self.take_from_buffer(k);
+        if k == 0 || self.stopped() {
+            return;
+        }
+        self.demand_callback(k);
+    }
+
+    /// Calls `handle_demand(k)` and dispatches what it emitted.
+    fn demand_callback(&mut self, k: usize) {
         let handle_demand = self.cb.handle_demand;
         self.invoke(|s, ctx| handle_demand(s, k, ctx));
         self.dispatch_out();
@@ -647,8 +743,18 @@ impl<S: Stage> Runtime<S> {
             if taken.events.is_empty() && taken.infos.is_empty() {
                 break;
             }
-            k -= taken.events.len();
-            self.dispatch_events(taken.events);
+            let n = taken.events.len();
+            // Events that the dispatcher cannot take now go back to the front of the
+            // buffer, with the infos behind them: appending them (as GenStage does)
+            // would put them behind newer events. It happens when the demand being
+            // served was already met by events emitted beyond demand (an accumulated
+            // demand replayed late, a departed consumer's pending demand).
+            let left = self.dispatch_buffered(taken.events);
+            k -= n - left.len();
+            if !left.is_empty() {
+                self.buffer.unshift(left, taken.infos);
+                break;
+            }
             for id in taken.infos {
                 self.dispatcher.info(PendingInfo {
                     id,
@@ -663,6 +769,21 @@ impl<S: Stage> Runtime<S> {
         k
     }
 
+    /// Dispatches events taken from the buffer; returns what the dispatcher left.
+    fn dispatch_buffered(&mut self, events: Vec<S::Out>) -> Vec<S::Out> {
+        if events.is_empty() {
+            return events;
+        }
+        let n = events.len();
+        let left = self.dispatcher.dispatch(events);
+        let delivered = n - left.len();
+        Counters::add(&self.me.shared.metrics.events_out, delivered);
+        if self.kind == Kind::ProducerConsumer {
+            self.counter = self.counter.saturating_sub(delivered);
+        }
+        left
+    }
+
     fn dispatch_events(&mut self, events: Vec<S::Out>) {
         if events.is_empty() {
             return;
@@ -673,6 +794,13 @@ impl<S: Stage> Runtime<S> {
         }
         let n = events.len();
         let left = self.dispatcher.dispatch(events);
+        if let Some(reason) = self.dispatcher.take_error() {
+            self.request_stop(reason);
+        }
+        let released = self.dispatcher.take_demand();
+        if released > 0 {
+            let _ = self.me.exec(move |rt| rt.serve_demand(released));
+        }
         let delivered = n - left.len();
         Counters::add(&self.me.shared.metrics.events_out, delivered);
         if self.kind == Kind::ProducerConsumer {
@@ -860,8 +988,21 @@ impl<S: Stage> Runtime<S> {
 
     /// A producer-consumer handles queued input while its consumers have demand; a
     /// whole message is handled even if demand runs out in the middle.
+    ///
+    ///
+    /// Demand already covered by buffered events does not count for events: GenStage
+    /// handles input while its counter is positive, but events its dispatcher could not
+    /// deliver (a consumer left with demand unmet) never lower that counter, so with no
+    /// consumer left it pulls and buffers its input forever. We handle queued events
+    /// only while the buffer does not cover the counter, which bounds the buffer by the
+    /// departed consumers' unmet demand. Queued infos and cancels keep GenStage's rule.
     fn process_queue(&mut self) {
         while self.counter > 0 && !self.stopped() {
+            if self.counter <= self.buffer.len()
+                && matches!(self.queue.front(), Some(Queued::Events(..)))
+            {
+                break;
+            }
             let Some(item) = self.queue.pop_front() else {
                 break;
             };
@@ -906,7 +1047,20 @@ impl<S: Stage> Runtime<S> {
                     entry.from.tag
                 ),
             );
-            self.stop = Some(r);
+            if r.is_normal()
+                && self.kind == Kind::ProducerConsumer
+                && !self.buffer.is_empty()
+                && !self.consumers.is_empty()
+            {
+                // A normal end travels behind the last events (invariant 3): output
+                // still buffered for lack of downstream demand is delivered first. The
+                // stop rides on an info marker after the last buffered event; should
+                // every consumer leave before that, the stop happens then.
+                self.deferred_stop = Some(r.clone());
+                self.queue_info(Box::new(move |_, ctx| ctx.stop(r)));
+            } else {
+                self.stop = Some(r);
+            }
         }
     }
 }

@@ -13,6 +13,8 @@
 //!   started as a producer for that, which a typed consumer cannot be).
 #![allow(dead_code, unused_macros)]
 
+pub mod checked;
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;

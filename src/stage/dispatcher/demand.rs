@@ -166,7 +166,7 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher<T> {
         }
         if let Some(i) = self.demands.iter().position(|(_, s)| s.tag == tag) {
             let (counter, sub) = self.demands.remove(i);
-            self.insert(counter + n, sub);
+            self.insert(counter.saturating_add(n), sub);
         }
         let already = self.pending.min(n);
         self.pending -= already;

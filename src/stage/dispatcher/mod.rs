@@ -7,16 +7,24 @@
 //! events that cannot be delivered are handed back as leftovers and go to the
 //! producer's buffer.
 //!
-//! [`DemandDispatcher`] is the default. Every dispatcher can be tested on its own with
+//! [`DemandDispatcher`] is the default; [`BroadcastDispatcher`] sends every event to
+//! every consumer, [`PartitionDispatcher`] each event to one partition and
+//! [`FairDispatcher`] spreads events evenly over consumers with different demands. Every dispatcher can be tested on its own with
 //! a [`Probe`], which records what the dispatcher sent.
 
+mod broadcast;
 mod demand;
+mod fair;
+mod partition;
 mod probe;
 
 use std::fmt;
 use std::sync::Arc;
 
+pub use broadcast::BroadcastDispatcher;
 pub use demand::{DemandDispatcher, DemandDispatcherOptions};
+pub use fair::FairDispatcher;
+pub use partition::{HashFn, PartitionDispatcher, PartitionStats, Partitions, DEFAULT_MAX_QUEUE};
 pub use probe::{Probe, Received};
 
 use super::log::LogSink;
@@ -60,6 +68,22 @@ pub trait Dispatcher<T: Send + 'static>: Send + 'static {
     /// warnings go where the stage's go. The default ignores it.
     fn set_log(&mut self, log: LogSink) {
         let _ = log;
+    }
+
+    /// An error that must stop the owning stage, such as a partition hash that
+    /// panicked or named an unknown partition. The stage checks it after every
+    /// `dispatch` and stops with the reason (GenStage would crash the producer inside
+    /// the dispatcher). The default never reports one.
+    fn take_error(&mut self) -> Option<Reason> {
+        None
+    }
+
+    /// Demand the dispatcher released on its own during `dispatch` (demand it had
+    /// held back, e.g. while a partition queue was full). The stage checks it after
+    /// every `dispatch` and serves it like demand returned by `ask`, from its mailbox
+    /// (never recursively). The default never releases any.
+    fn take_demand(&mut self) -> usize {
+        0
     }
 }
 

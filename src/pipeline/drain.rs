@@ -1,0 +1,666 @@
+//! A pipeline that knows its stages in order, waits for them to finish, and can be
+//! drained: sources stop taking new input, everything already taken is processed to
+//! the end, then every stage stops and the report says what each one processed.
+//!
+//! GenStage has no graceful drain (reference/genstage.md §8); this one relies on two
+//! properties of the runtime: a source that stops normally does so behind its last
+//! events, and a stage whose producers ended normally stops only after handling (and,
+//! for producer-consumers, delivering) what it had received. So halting the sources
+//! is enough: the normal end flows down the pipeline behind the last events.
+//!
+//! A deadline bounds the drain: stages still running then are stopped with
+//! [`Reason::Shutdown`] and reported with the counters they had, so what was still in
+//! flight is visible.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::stage::{HandleInfo, Kind, Reason, Stage, StageMetrics, StageRef};
+
+/// The message that asks a source to stop taking new input: it delivers what it
+/// already took, then stops with [`Reason::Normal`]. Sources of this crate
+/// ([`LineSource`](super::LineSource), [`RetrySource`](super::RetrySource))
+/// implement `HandleInfo<Halt>`; implement it for your own sources to use
+/// [`Pipeline::source`], or pass any other way to halt to
+/// [`Pipeline::source_with`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Halt;
+
+/// How long stages stopped at a drain deadline get to exit before the report gives
+/// up on them, by default (a stage blocked inside a callback cannot be interrupted).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How often a waiting pipeline looks again for a drain request.
+const POLL: Duration = Duration::from_millis(50);
+
+trait Member: Send + Sync {
+    fn name(&self) -> &str;
+    fn kind(&self) -> Kind;
+    fn metrics(&self) -> StageMetrics;
+    fn exit_reason(&self) -> Option<Reason>;
+    fn join_timeout(&self, timeout: Duration) -> Option<Reason>;
+    fn stop_in_background(&self, reason: Reason);
+}
+
+impl<S: Stage> Member for StageRef<S> {
+    fn name(&self) -> &str {
+        StageRef::name(self)
+    }
+    fn kind(&self) -> Kind {
+        StageRef::kind(self)
+    }
+    fn metrics(&self) -> StageMetrics {
+        StageRef::metrics(self)
+    }
+    fn exit_reason(&self) -> Option<Reason> {
+        StageRef::exit_reason(self)
+    }
+    fn join_timeout(&self, timeout: Duration) -> Option<Reason> {
+        StageRef::join_timeout(self, timeout)
+    }
+    fn stop_in_background(&self, reason: Reason) {
+        // `stop` waits for the exit; the pipeline stops all late stages at once and
+        // then waits for them together.
+        let me = self.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("{}-stopper", self.name()))
+            .spawn(move || {
+                let _ = me.stop(reason);
+            });
+    }
+}
+
+type HaltFn = Box<dyn Fn() + Send + Sync>;
+
+struct Entry {
+    stage: Box<dyn Member>,
+    halt: Option<HaltFn>,
+}
+
+struct Inner {
+    // Locked only to add a stage, to take a snapshot, and by the rare drain request.
+    stages: Mutex<Vec<Arc<Entry>>>,
+    drain_requested: Mutex<Option<Instant>>,
+    stop_grace: Mutex<Duration>,
+}
+
+impl Inner {
+    fn stages(&self) -> Vec<Arc<Entry>> {
+        self.stages.lock().clone()
+    }
+}
+
+/// The stages of a pipeline, in order (sources first), to wait for, drain and report
+/// on.
+///
+/// ```
+/// use std::time::Duration;
+/// use stageflow::pipeline::{LineSource, Pipeline};
+/// use stageflow::prelude::*;
+///
+/// struct Count(usize);
+/// impl Stage for Count { type In = stageflow::pipeline::LineEvent; type Out = Never; }
+/// impl Consumer for Count {
+///     fn handle_events(&mut self, e: Vec<Self::In>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {
+///         self.0 += e.len();
+///     }
+/// }
+/// let source = LineSource::new()
+///     .reader("in", std::io::Cursor::new("a\nb\nc\n"))
+///     .start(ProducerOptions::new().name("lines"))?;
+/// let count = start_consumer(
+///     Count(0),
+///     ConsumerOptions::new().name("count").subscribe_to(&source, SubscribeOptions::new()),
+/// )?;
+/// let pipeline = Pipeline::new().source(&source).stage(&count);
+/// let report = pipeline.wait(Duration::from_secs(10));
+/// assert!(report.is_complete());
+/// assert_eq!(report.stage("count").unwrap().events_in, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stages = self.inner.stages();
+        let names: Vec<&str> = stages.iter().map(|e| e.stage.name()).collect();
+        f.debug_struct("Pipeline").field("stages", &names).finish()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline with no stages.
+    pub fn new() -> Self {
+        Pipeline {
+            inner: Arc::new(Inner {
+                stages: Mutex::new(Vec::new()),
+                drain_requested: Mutex::new(None),
+                stop_grace: Mutex::new(STOP_GRACE),
+            }),
+        }
+    }
+
+    fn push(self, entry: Entry) -> Self {
+        self.inner.stages.lock().push(Arc::new(entry));
+        self
+    }
+
+    /// How long stages stopped at the drain deadline get to exit before the report
+    /// lists them as still running (default 5 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let p = stageflow::pipeline::Pipeline::new().stop_grace(Duration::from_secs(1));
+    /// # let _ = p;
+    /// ```
+    pub fn stop_grace(self, grace: Duration) -> Self {
+        *self.inner.stop_grace.lock() = grace;
+        self
+    }
+
+    /// Adds a source that is halted by sending it [`Halt`].
+    pub fn source<S: Stage + HandleInfo<Halt>>(self, stage: &StageRef<S>) -> Self {
+        let me = stage.clone();
+        self.source_with(stage, move || {
+            let _ = me.send_info(Halt);
+        })
+    }
+
+    /// Adds a source with your own way to halt it: `halt` must make it stop taking
+    /// new input and stop normally after delivering what it took.
+    pub fn source_with<S: Stage>(
+        self,
+        stage: &StageRef<S>,
+        halt: impl Fn() + Send + Sync + 'static,
+    ) -> Self {
+        self.push(Entry {
+            stage: Box::new(stage.clone()),
+            halt: Some(Box::new(halt)),
+        })
+    }
+
+    /// Adds a stage that ends when its producers end.
+    pub fn stage<S: Stage>(self, stage: &StageRef<S>) -> Self {
+        self.push(Entry {
+            stage: Box::new(stage.clone()),
+            halt: None,
+        })
+    }
+
+    /// A handle to request a drain from elsewhere (a Ctrl-C handler) and to read the
+    /// stages' counters (a progress bar). It also sees stages added after it was
+    /// taken.
+    pub fn handle(&self) -> PipelineHandle {
+        PipelineHandle {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Halts the sources and waits for the drain, at most `deadline`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stageflow::pipeline::{LineSource, Pipeline};
+    /// use stageflow::prelude::*;
+    /// // An endless source: only a drain ends it.
+    /// let endless = std::io::BufReader::new(std::io::repeat(b'\n'));
+    /// let source = LineSource::new().reader("zeros", endless).start(ProducerOptions::new())?;
+    /// let mut taken = stream(&source);
+    /// assert!(taken.next().is_some());
+    /// let report = Pipeline::new().source(&source).drain(Duration::from_secs(10));
+    /// assert!(report.is_complete(), "{report}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn drain(self, deadline: Duration) -> PipelineReport {
+        self.handle().drain();
+        self.wait(deadline)
+    }
+
+    /// Waits until every stage has exited. If a drain is requested meanwhile
+    /// ([`PipelineHandle::drain`]), it gets `drain_deadline` from the request; the
+    /// stages still running then are stopped with [`Reason::Shutdown`]. A stage that
+    /// exits with an abnormal reason (a panic, an error) requests that drain itself,
+    /// so a failure never leaves the rest of the pipeline waiting forever.
+    pub fn wait(self, drain_deadline: Duration) -> PipelineReport {
+        let started = Instant::now();
+        let inner = &self.inner;
+        let entries = inner.stages();
+        let grace = *inner.stop_grace.lock();
+        let mut deadline_hit = false;
+        let handle = self.handle();
+        'wait: for entry in &entries {
+            loop {
+                if !handle.is_draining()
+                    && entries
+                        .iter()
+                        .any(|e| e.stage.exit_reason().is_some_and(|r| !r.is_normal()))
+                {
+                    // A stage failed: the stages around it could wait forever (a
+                    // producer whose consumers are gone gets no demand), so the rest
+                    // of the pipeline is drained, within the deadline.
+                    handle.drain();
+                }
+                let chunk = match *inner.drain_requested.lock() {
+                    None => POLL,
+                    Some(at) => {
+                        let end = at + drain_deadline;
+                        let now = Instant::now();
+                        if now >= end {
+                            deadline_hit = true;
+                            break 'wait;
+                        }
+                        (end - now).min(POLL)
+                    }
+                };
+                if entry.stage.join_timeout(chunk).is_some() {
+                    break;
+                }
+            }
+        }
+        let mut late = vec![false; entries.len()];
+        let mut at_deadline = vec![None; entries.len()];
+        if deadline_hit {
+            for (i, entry) in entries.iter().enumerate() {
+                if entry.stage.exit_reason().is_none() {
+                    late[i] = true;
+                    at_deadline[i] = Some(entry.stage.metrics());
+                    entry.stage.stop_in_background(Reason::Shutdown);
+                }
+            }
+            let until = Instant::now() + grace;
+            for (i, entry) in entries.iter().enumerate() {
+                if late[i] {
+                    entry
+                        .stage
+                        .join_timeout(until.saturating_duration_since(Instant::now()));
+                }
+            }
+        }
+        let drained = inner.drain_requested.lock().is_some();
+        let stages = entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let m = at_deadline[i].unwrap_or_else(|| entry.stage.metrics());
+                StageReport {
+                    name: entry.stage.name().to_string(),
+                    kind: entry.stage.kind(),
+                    events_in: m.events_in,
+                    events_out: m.events_out,
+                    buffered: m.buffered,
+                    discarded: m.discarded,
+                    exit: entry.stage.exit_reason(),
+                    stopped_at_deadline: late[i],
+                }
+            })
+            .collect();
+        PipelineReport {
+            stages,
+            drained,
+            deadline_hit,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// A shareable handle to a [`Pipeline`]: request a drain, read the stages' status.
+#[derive(Clone)]
+pub struct PipelineHandle {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for PipelineHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PipelineHandle")
+    }
+}
+
+/// One stage's name, kind, counters and whether it still runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageStatus {
+    /// The stage's name.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its counters now.
+    pub metrics: StageMetrics,
+    /// Whether it still runs.
+    pub alive: bool,
+}
+
+impl PipelineHandle {
+    /// Halts every source (once; later calls do nothing). Returns at once; the
+    /// waiting [`Pipeline::wait`] bounds the drain by its deadline.
+    ///
+    /// ```
+    /// let pipeline = stageflow::pipeline::Pipeline::new();
+    /// let handle = pipeline.handle();
+    /// assert!(!handle.is_draining());
+    /// handle.drain();
+    /// assert!(handle.is_draining());
+    /// ```
+    pub fn drain(&self) {
+        {
+            let mut requested = self.inner.drain_requested.lock();
+            if requested.is_some() {
+                return;
+            }
+            *requested = Some(Instant::now());
+        }
+        for entry in &self.inner.stages() {
+            if let Some(halt) = &entry.halt {
+                halt();
+            }
+        }
+    }
+
+    /// Whether a drain was requested.
+    pub fn is_draining(&self) -> bool {
+        self.inner.drain_requested.lock().is_some()
+    }
+
+    /// Every stage's status, in pipeline order.
+    pub fn status(&self) -> Vec<StageStatus> {
+        self.inner
+            .stages()
+            .iter()
+            .map(|e| StageStatus {
+                name: e.stage.name().to_string(),
+                kind: e.stage.kind(),
+                metrics: e.stage.metrics(),
+                alive: e.stage.exit_reason().is_none(),
+            })
+            .collect()
+    }
+}
+
+/// What one stage did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageReport {
+    /// The stage's name.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Events it received.
+    pub events_in: u64,
+    /// Events it delivered.
+    pub events_out: u64,
+    /// Events in its output buffer (at the deadline, for a stage stopped by it).
+    pub buffered: u64,
+    /// Events its output buffer dropped (its `buffer_keep` policy).
+    pub discarded: u64,
+    /// Its exit reason; `None` if it had not exited when the report was made (stuck
+    /// in a callback after the deadline).
+    pub exit: Option<Reason>,
+    /// Whether the drain deadline stopped it: then its counters are those at the
+    /// deadline, and what it had received but not passed on was in flight.
+    pub stopped_at_deadline: bool,
+}
+
+/// What every stage of a pipeline did, in pipeline order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineReport {
+    /// One report per stage.
+    pub stages: Vec<StageReport>,
+    /// Whether a drain was requested.
+    pub drained: bool,
+    /// Whether the drain deadline passed with stages still running.
+    pub deadline_hit: bool,
+    /// How long the pipeline was waited for.
+    pub elapsed: Duration,
+}
+
+impl PipelineReport {
+    /// True when every stage exited with a normal reason before any deadline.
+    pub fn is_complete(&self) -> bool {
+        !self.deadline_hit
+            && self
+                .stages
+                .iter()
+                .all(|s| s.exit.as_ref().is_some_and(Reason::is_normal))
+    }
+
+    /// The report of the stage named `name`.
+    pub fn stage(&self, name: &str) -> Option<&StageReport> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+}
+
+impl fmt::Display for PipelineReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<20} {:>12} {:>12} {:>9}  exit",
+            "stage", "in", "out", "buffered"
+        )?;
+        for s in &self.stages {
+            let exit = match &s.exit {
+                Some(r) => r.to_string(),
+                None => "still running".to_string(),
+            };
+            let late = if s.stopped_at_deadline {
+                " (stopped at the drain deadline)"
+            } else {
+                ""
+            };
+            writeln!(
+                f,
+                "{:<20} {:>12} {:>12} {:>9}  {exit}{late}",
+                s.name, s.events_in, s.events_out, s.buffered
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prelude::*;
+    use crossbeam_channel::{bounded, Receiver, Sender};
+
+    /// A producer that counts up forever and implements `Halt`.
+    struct Numbers {
+        next: u64,
+        halted: bool,
+    }
+    #[derive(Debug)]
+    struct End;
+    impl Stage for Numbers {
+        type In = Never;
+        type Out = u64;
+    }
+    impl Producer for Numbers {
+        fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, Self>) {
+            if self.halted {
+                return;
+            }
+            ctx.emit_all(self.next..self.next + demand as u64);
+            self.next += demand as u64;
+        }
+    }
+    impl HandleInfo<Halt> for Numbers {
+        fn handle_info(&mut self, _: Halt, ctx: &mut Context<'_, Self>) {
+            self.halted = true;
+            let _ = ctx.myself().async_info(End);
+        }
+    }
+    impl HandleInfo<End> for Numbers {
+        fn handle_info(&mut self, _: End, ctx: &mut Context<'_, Self>) {
+            ctx.stop(Reason::Normal);
+        }
+    }
+
+    /// Passes events on, one in, one out.
+    struct Pass;
+    impl Stage for Pass {
+        type In = u64;
+        type Out = u64;
+    }
+    impl ProducerConsumer for Pass {
+        fn handle_events(&mut self, e: Vec<u64>, _: &SubscriptionRef, ctx: &mut Context<'_, Self>) {
+            ctx.emit_batch(e);
+        }
+    }
+
+    /// Reports each batch, then waits for permission to go on (a gate).
+    struct Gated {
+        seen: Sender<usize>,
+        gate: Receiver<()>,
+        sum: u64,
+    }
+    impl Stage for Gated {
+        type In = u64;
+        type Out = Never;
+    }
+    impl Consumer for Gated {
+        fn handle_events(&mut self, e: Vec<u64>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {
+            self.sum += e.len() as u64;
+            let _ = self.seen.send(e.len());
+            let _ = self.gate.recv();
+        }
+    }
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn build(gate: Receiver<()>) -> (Pipeline, StageRef<Numbers>, Receiver<usize>) {
+        let numbers = start_producer(
+            Numbers {
+                next: 0,
+                halted: false,
+            },
+            ProducerOptions::new().name("numbers"),
+        )
+        .unwrap();
+        let pass = start_producer_consumer(
+            Pass,
+            ProducerConsumerOptions::new()
+                .name("pass")
+                .subscribe_to(&numbers, SubscribeOptions::new().max_demand(10)),
+        )
+        .unwrap();
+        let (seen_tx, seen) = bounded(1000);
+        let sink = start_consumer(
+            Gated {
+                seen: seen_tx,
+                gate,
+                sum: 0,
+            },
+            ConsumerOptions::new()
+                .name("sink")
+                .subscribe_to(&pass, SubscribeOptions::new().max_demand(4)),
+        )
+        .unwrap();
+        let pipeline = Pipeline::new().source(&numbers).stage(&pass).stage(&sink);
+        (pipeline, numbers, seen)
+    }
+
+    #[test]
+    fn drain_processes_everything_taken() {
+        let (gate_tx, gate) = bounded(0);
+        let (pipeline, _numbers, seen) = build(gate);
+        // The sink is inside its first batch, so the pipeline is full.
+        seen.recv_timeout(WAIT).expect("first batch");
+        pipeline.handle().drain();
+        // Let every batch through.
+        std::thread::spawn(move || while gate_tx.send(()).is_ok() {});
+        let report = pipeline.wait(WAIT);
+        assert!(report.is_complete(), "{report}");
+        let numbers = report.stage("numbers").unwrap();
+        let sink = report.stage("sink").unwrap();
+        assert!(numbers.events_out > 0);
+        // Everything the source delivered was consumed: nothing lost.
+        assert_eq!(sink.events_in, numbers.events_out, "{report}");
+        assert_eq!(report.stage("pass").unwrap().events_out, numbers.events_out);
+        assert!(report.drained);
+    }
+
+    #[test]
+    fn deadline_stops_a_stuck_pipeline_and_reports_in_flight() {
+        let (gate_tx, gate) = bounded::<()>(0);
+        let (pipeline, _numbers, seen) = build(gate);
+        seen.recv_timeout(WAIT).expect("first batch");
+        let sink = pipeline.inner.stages()[2].clone();
+        pipeline.handle().drain();
+        // The sink is held inside a callback until the report is made: a deadline of
+        // zero has passed at once, and the stop cannot get in within the grace.
+        let report = pipeline
+            .stop_grace(Duration::from_millis(50))
+            .wait(Duration::ZERO);
+        assert!(report.deadline_hit, "{report}");
+        assert!(!report.is_complete());
+        let sink_report = report.stage("sink").unwrap();
+        assert!(sink_report.stopped_at_deadline, "{report}");
+        assert_eq!(sink_report.exit, None, "{report}");
+        assert!(report
+            .to_string()
+            .contains("still running (stopped at the drain deadline)"));
+        let numbers = report.stage("numbers").unwrap();
+        assert!(sink_report.events_in <= numbers.events_out, "{report}");
+        // Opening the gate lets the stop in.
+        std::thread::spawn(move || while gate_tx.send(()).is_ok() {});
+        assert_eq!(sink.stage.join_timeout(WAIT), Some(Reason::Shutdown));
+    }
+
+    /// Panics on its first batch.
+    struct Panicky;
+    impl Stage for Panicky {
+        type In = u64;
+        type Out = Never;
+    }
+    impl Consumer for Panicky {
+        fn handle_events(&mut self, _: Vec<u64>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {
+            panic!("bad record");
+        }
+    }
+
+    #[test]
+    fn a_failed_stage_drains_the_rest_and_is_reported() {
+        let numbers = start_producer(
+            Numbers {
+                next: 0,
+                halted: false,
+            },
+            ProducerOptions::new().name("numbers"),
+        )
+        .unwrap();
+        let sink = start_consumer(
+            Panicky,
+            ConsumerOptions::new()
+                .name("sink")
+                .subscribe_to(&numbers, SubscribeOptions::new()),
+        )
+        .unwrap();
+        // Nobody asks for a drain: the endless source ends because the sink failed.
+        let report = Pipeline::new().source(&numbers).stage(&sink).wait(WAIT);
+        assert!(!report.is_complete());
+        assert!(!report.deadline_hit, "{report}");
+        assert!(report.drained);
+        assert_eq!(report.stage("numbers").unwrap().exit, Some(Reason::Normal));
+        assert_eq!(
+            report.stage("sink").unwrap().exit,
+            Some(Reason::Panic("bad record".into()))
+        );
+    }
+
+    #[test]
+    fn drain_twice_is_harmless_and_empty_pipeline_completes() {
+        let p = Pipeline::new();
+        let h = p.handle();
+        h.drain();
+        h.drain();
+        let r = p.wait(WAIT);
+        assert!(r.is_complete() && r.stages.is_empty() && r.drained);
+    }
+}
