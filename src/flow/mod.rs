@@ -522,9 +522,15 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         self.then("flat_map/2", move || {
             let f = f.clone();
             move |v: Vec<T>| {
-                let mut out = Vec::with_capacity(v.len());
-                for x in v {
+                let n = v.len();
+                let mut out = Vec::with_capacity(n);
+                for (i, x) in v.into_iter().enumerate() {
                     out.extend(f(x));
+                    // Once the fan-out is known, reserve for the rest of the batch at
+                    // once instead of doubling (and copying) several times.
+                    if i == 7 && n > 16 {
+                        out.reserve((out.len() / 8 + 1) * (n - 8) * 9 / 8);
+                    }
                 }
                 out
             }
