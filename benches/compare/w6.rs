@@ -38,7 +38,10 @@ pub fn workload(events: Option<u64>) -> Workload {
         baseline: "rayon fold/reduce into HashMap<(window, key), sum>, FxHash",
         stageflow: Box::new(move || {
             let window = Window::fixed(1, Unit::Second, |e: &Event| e.0 as i64);
-            let rows: Vec<(i64, u64, u64)> = Flow::from_iter((0..n).map(|i| (i, i % 8, i % 1000)))
+            // The events are made by the source layer's stages (in parallel), not by
+            // the iterator (on the driving thread).
+            let rows: Vec<(i64, u64, u64)> = Flow::from_iter(0..n)
+                .map(|i| (i, i % 8, i % 1000))
                 .partition_by(Options::new().window(window), |e: &Event| e.1)
                 .reduce(
                     HashMap::<u64, u64, FxBuildHasher>::default,

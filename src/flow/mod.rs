@@ -38,9 +38,10 @@
 //! number of batches from the sources, the lanes of each layer process their batches
 //! on rayon's pool (one task per lane, so a lane's state is owned by one worker at a
 //! time; mapper chains are fused and work on whole batches), and routers move the
-//! output batches to the next layer's lanes. A round moves at most 16 384 source events
-//! (rounded to whole batches), so memory stays bounded for endless input; only the
-//! reducers' state remains between rounds.
+//! output batches to the next layer's lanes. A round moves at most 2^20 source events
+//! (rounded to whole batches; rounds adapt between 4 096 and 2^20 events to last about
+//! 2 ms), so memory stays bounded for endless input; only the reducers' state remains
+//! between rounds.
 //!
 //! # The boundary rule
 //!
@@ -390,6 +391,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
                         next_iter: 0,
                         finished: false,
                         pending: None,
+                        round_events: exec::MIN_ROUND_EVENTS,
                     }),
                     lanes: r.stages,
                 })
@@ -884,6 +886,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
     /// Starts the flow with `sink` as the output of its last layer.
     pub(crate) fn start(self, sink: SinkFactory<'a, T>, cx: &Cx) -> Result<Built<'a>, FlowError> {
         self.closable()?;
+        exec::raise_malloc_thresholds();
         (self.build)(sink, cx)
     }
 

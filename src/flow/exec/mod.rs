@@ -10,7 +10,7 @@
 //! their inbox. Nothing blocks a rayon worker: the only waits are the caller's, on
 //! `par_iter` joins and on sources.
 //!
-//! Memory: a round moves at most `ROUND_EVENTS` source events (rounded to whole
+//! Memory: a round moves at most `MAX_ROUND_EVENTS` source events (rounded to whole
 //! batches) through the tree, so in-flight data is bounded independently of the input
 //! length; what stays is the reducers' state.
 
@@ -28,7 +28,28 @@ use crate::flow::error::{panic_message, FlowError};
 use crate::flow::window::{TriggerName, WindowKind};
 
 /// Source events per round (rounded up to whole batches): the bound on in-flight data.
-pub(crate) const ROUND_EVENTS: usize = 1 << 14;
+pub(crate) const MAX_ROUND_EVENTS: usize = 1 << 18;
+
+/// Source events of a flow's first round. Each source then adapts its rounds to last
+/// about [`ROUND_TARGET`]: cheap events get large rounds (the fork/join and wake-ups
+/// of a round cost tens of microseconds), costly ones small rounds (less data in
+/// flight, timers checked more often).
+pub(crate) const MIN_ROUND_EVENTS: usize = 1 << 12;
+
+/// How long a round should take.
+pub(crate) const ROUND_TARGET: std::time::Duration = std::time::Duration::from_micros(2000);
+
+/// Batches are allocated on the driving thread and freed on rayon's workers; glibc's
+/// malloc returns the freed top of its heap to the OS once more than 128 KiB are free
+/// (the default trim threshold), so every round page-faulted its memory back in (it
+/// was most of the system time of a flow). glibc raises its mmap and trim thresholds
+/// to the size of the largest mmap-ed block freed so far: allocating and freeing one
+/// untouched 16 MiB block once does that (nothing is written, so nothing is faulted
+/// in). Elsewhere this is one harmless allocation.
+pub(crate) fn raise_malloc_thresholds() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(16 << 20))));
+}
 
 /// What a lane of a layer knows about itself.
 #[derive(Clone, Debug)]

@@ -4,7 +4,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::flow::error::{panic_message, FlowError};
-use crate::flow::exec::{run_lanes, BoxNode, Envelope, Inbox, LaneIn, Msg, Node, ROUND_EVENTS};
+use crate::flow::exec::{
+    run_lanes, BoxNode, Envelope, Inbox, LaneIn, Msg, Node, MAX_ROUND_EVENTS, MIN_ROUND_EVENTS,
+    ROUND_TARGET,
+};
 
 /// A source layer: pulls batches from one or more iterators (on the driving thread,
 /// which is never a rayon worker waiting for other tasks) and hands them in turn to the
@@ -18,6 +21,8 @@ pub(crate) struct SourceNode<'a, I: Iterator> {
     pub finished: bool,
     /// The round pulled ahead while the previous one was processed.
     pub pending: Option<Pulled<I::Item>>,
+    /// Source events per round, adapted to [`ROUND_TARGET`].
+    pub round_events: usize,
 }
 
 type Pulled<T> = (Vec<Vec<Envelope<T>>>, bool);
@@ -36,7 +41,7 @@ where
     /// iterators, and deals them to the lanes in turn.
     fn pull(&mut self, n: usize) -> Result<Pulled<I::Item>, FlowError> {
         let bs = self.batch_size;
-        let max_batches = (ROUND_EVENTS / bs).max(n).max(1);
+        let max_batches = (self.round_events / bs).max(n).max(1);
         let mut per_lane: Vec<Vec<Envelope<I::Item>>> = (0..n).map(|_| Vec::new()).collect();
         let (iters, next_iter, next_lane) =
             (&mut self.iters, &mut self.next_iter, &mut self.next_lane);
@@ -124,6 +129,7 @@ where
         if self.finished {
             return Ok(true);
         }
+        let started = std::time::Instant::now();
         let (msgs, done) = match self.pending.take() {
             Some(p) => p,
             None => self.pull(self.lanes.len())?,
@@ -145,6 +151,13 @@ where
         self.lanes = lanes;
         processed?;
         self.pending = Some(next?);
+        // Double or halve the next rounds toward ROUND_TARGET.
+        let took = started.elapsed();
+        if took < ROUND_TARGET / 2 {
+            self.round_events = (self.round_events * 2).min(MAX_ROUND_EVENTS);
+        } else if took > ROUND_TARGET * 2 {
+            self.round_events = (self.round_events / 2).max(MIN_ROUND_EVENTS);
+        }
         Ok(false)
     }
 }
