@@ -28,7 +28,7 @@ use crate::flow::error::{panic_message, FlowError};
 use crate::flow::window::{TriggerName, WindowKind};
 
 /// Source events per round (rounded up to whole batches): the bound on in-flight data.
-pub(crate) const MAX_ROUND_EVENTS: usize = 1 << 18;
+pub(crate) const MAX_ROUND_EVENTS: usize = 1 << 16;
 
 /// Source events of a flow's first round. Each source then adapts its rounds to last
 /// about [`ROUND_TARGET`]: cheap events get large rounds (the fork/join and wake-ups
