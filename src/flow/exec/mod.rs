@@ -2,7 +2,7 @@
 //!
 //! A running flow is a tree of [`Node`]s. A node is a *layer* of `stages` lanes (Elixir's
 //! stages); each lane owns its state (window, trigger, accumulator) and a fused chain of
-//! [`Sink`]s built from the flow's operations. The caller's thread drives the tree in
+//! [`Sink`]s built from the flow's operations. One driving loop runs the tree in
 //! *rounds*: the root asks its upstream nodes for one round each, which pull a bounded
 //! number of batches from the sources, push them through their lanes (in parallel, one
 //! rayon task per lane, so a lane's state is touched by one worker at a time) and route

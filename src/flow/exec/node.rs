@@ -9,9 +9,8 @@ use crate::flow::exec::{
     ROUND_TARGET,
 };
 
-/// A source layer: pulls batches from one or more iterators (on the driving thread,
-/// which is never a rayon worker waiting for other tasks) and hands them in turn to the
-/// layer's lanes.
+/// A source layer: pulls batches from one or more iterators (on the driving thread)
+/// and hands them in turn to the layer's lanes.
 pub(crate) struct SourceNode<'a, I: Iterator> {
     pub iters: Vec<Option<I>>,
     pub lanes: Vec<Box<dyn LaneIn<I::Item> + 'a>>,
@@ -37,7 +36,7 @@ where
     I: Iterator + Send + 'a,
     I::Item: Send + 'a,
 {
-    /// Pulls one round of batches (on the calling thread), round-robin over the live
+    /// Pulls one round of batches (on the driving thread), round-robin over the live
     /// iterators, and deals them to the lanes in turn.
     fn pull(&mut self, n: usize) -> Result<Pulled<I::Item>, FlowError> {
         let bs = self.batch_size;
@@ -139,7 +138,7 @@ where
             self.finished = true;
             return Ok(true);
         }
-        // Pipelining: the pool processes this round while the calling thread pulls the
+        // Pipelining: the pool processes this round while the driving thread pulls the
         // next one (so in-flight data is at most two rounds).
         let mut processed = Ok(());
         let mut lanes = std::mem::take(&mut self.lanes);
