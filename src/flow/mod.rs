@@ -1203,39 +1203,29 @@ impl<'a, T> FlowIter<'a, T> {
 impl<'a, T: Send + 'a> Iterator for FlowIter<'a, T> {
     type Item = T;
     fn next(&mut self) -> Option<T> {
-        if let Some(x) = self.buf.pop_front() {
-            return Some(x);
-        }
-        let mut node = self.node.take()?;
-        let (inbox, buf) = (&self.inbox, &mut self.buf);
-        // Run rounds until something is emitted, on a pool worker (see fold_lanes).
-        let outcome = rayon::scope(|_| loop {
+        loop {
+            if let Some(x) = self.buf.pop_front() {
+                return Some(x);
+            }
+            let node = self.node.as_mut()?;
             match node.round() {
                 Ok(done) => {
-                    for env in inbox.take().into_iter().flatten() {
+                    if done {
+                        self.node = None;
+                    }
+                    for env in self.inbox.take().into_iter().flatten() {
                         if let exec::Msg::Batch(v) = env.msg {
-                            buf.extend(v);
+                            self.buf.extend(v);
                         }
                     }
-                    if done {
-                        break Ok(true);
-                    }
-                    if !buf.is_empty() {
-                        break Ok(false);
-                    }
                 }
-                Err(e) => break Err(e),
-            }
-        });
-        match outcome {
-            Ok(false) => self.node = Some(node),
-            Ok(true) => {}
-            Err(e) => {
-                self.error = Some(e);
-                return None;
+                Err(e) => {
+                    self.node = None;
+                    self.error = Some(e);
+                    return None;
+                }
             }
         }
-        self.buf.pop_front()
     }
 }
 
