@@ -34,7 +34,7 @@
 //! # How it runs
 //!
 //! Each stage of a layer is a *lane* that owns its state (window, trigger state,
-//! accumulator). The flow runs in rounds, driven from one pool worker: it pulls a
+//! accumulator). The flow runs in rounds, driven by one thread: it pulls a
 //! bounded number of batches from the sources, the lanes of each layer process their batches
 //! on rayon's pool (one task per lane, so a lane's state is owned by one worker at a
 //! time; mapper chains are fused and work on whole batches), and routers move the

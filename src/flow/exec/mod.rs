@@ -7,11 +7,13 @@
 //! number of batches from the sources, push them through their lanes (in parallel, one
 //! rayon task per lane, so a lane's state is touched by one worker at a time) and route
 //! the output batches into the downstream node's [`Inbox`]; then the root's lanes process
-//! their inbox. The driving loop itself runs on a pool worker (inside `rayon::scope`),
-//! so the lane jobs it spawns go to its own deque and it runs them itself once its
-//! pull is done; the caller's thread only waits for the result. No worker ever waits
-//! for another task other than by rayon's work-stealing join; the one blocking wait a
-//! worker can do is inside a source's `next()` (an iterator that blocks, or a stage
+//! their inbox. Folds (`sum`, `count`, `for_each`, `run`) run the driving loop on a pool
+//! worker (inside `rayon::scope`), so the lane jobs it spawns go to its own deque and it
+//! runs them itself once its pull is done (no wake-up per round); a streaming
+//! `FlowIter` (`collect`, `into_iter`) drives from the calling thread, which keeps its
+//! allocations in one arena (flatter peak RSS). No worker ever waits for another task
+//! other than by rayon's work-stealing join; the one blocking wait a worker can do is
+//! inside a source's `next()` during a fold (an iterator that blocks, or a stage
 //! stream waiting for events).
 //!
 //! Memory: a round moves at most `MAX_ROUND_EVENTS` source events (rounded to whole
