@@ -38,10 +38,10 @@
 //! bounded number of batches from the sources, the lanes of each layer process their batches
 //! on rayon's pool (one task per lane, so a lane's state is owned by one worker at a
 //! time; mapper chains are fused and work on whole batches), and routers move the
-//! output batches to the next layer's lanes. A round moves at most 2^20 source events
-//! (rounded to whole batches; rounds adapt between 4 096 and 2^20 events to last about
-//! 2 ms), so memory stays bounded for endless input; only the reducers' state remains
-//! between rounds.
+//! output batches to the next layer's lanes. A round moves at most 65 536 source events
+//! (262 144 for folds such as `sum`; rounded to whole batches, and fewer when rounds
+//! take long), so memory stays bounded for endless input; only the reducers' state
+//! remains between rounds.
 //!
 //! # The boundary rule
 //!
@@ -391,7 +391,8 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
                         next_iter: 0,
                         finished: false,
                         pending: None,
-                        round_events: exec::MIN_ROUND_EVENTS,
+                        round_events: cx.max_round_events,
+                        max_round_events: cx.max_round_events,
                     }),
                     lanes: r.stages,
                 })
@@ -909,6 +910,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         });
         let cx = Cx {
             stats: Arc::new(Stats::default()),
+            max_round_events: exec::MAX_FOLD_ROUND_EVENTS,
         };
         let mut built = self.start(sink, &cx)?;
         // The driver runs on a pool worker: lane jobs it spawns go to its own deque and
@@ -1236,6 +1238,7 @@ impl<'a, T: Send + 'a> IntoIterator for Flow<'a, T> {
         let inbox = Inbox::<T>::new(1);
         let cx = Cx {
             stats: Arc::new(Stats::default()),
+            max_round_events: exec::MAX_ROUND_EVENTS,
         };
         let i = inbox.clone();
         let sink: SinkFactory<'a, T> = Arc::new(move |lcx: &LaneCtx| {

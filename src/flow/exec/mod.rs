@@ -36,6 +36,9 @@ use crate::flow::window::{TriggerName, WindowKind};
 /// Source events per round (rounded up to whole batches): the bound on in-flight data.
 pub(crate) const MAX_ROUND_EVENTS: usize = 1 << 16;
 
+/// [`MAX_ROUND_EVENTS`] for folds (`sum`, `count`, `for_each`, `run`).
+pub(crate) const MAX_FOLD_ROUND_EVENTS: usize = 1 << 18;
+
 /// Source events of a flow's first round. Each source then adapts its rounds to last
 /// about [`ROUND_TARGET`]: cheap events get large rounds (the fork/join and wake-ups
 /// of a round cost tens of microseconds), costly ones small rounds (less data in
@@ -178,6 +181,10 @@ pub(crate) struct Stats {
 /// What building a run shares.
 pub(crate) struct Cx {
     pub stats: Arc<Stats>,
+    /// Most source events per round for this run: folds driven from a pool worker
+    /// take larger rounds (fewer wake-ups of the other workers per event) than
+    /// streaming iterators (less data in flight between the caller and the pool).
+    pub max_round_events: usize,
 }
 
 /// Runs every lane over its messages, in parallel when there is more than one lane

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use crate::flow::error::{panic_message, FlowError};
 use crate::flow::exec::{
-    run_lanes, BoxNode, Envelope, Inbox, LaneIn, Msg, Node, MAX_ROUND_EVENTS, MIN_ROUND_EVENTS,
-    ROUND_TARGET,
+    run_lanes, BoxNode, Envelope, Inbox, LaneIn, Msg, Node, MIN_ROUND_EVENTS, ROUND_TARGET,
 };
 
 /// A source layer: pulls batches from one or more iterators (on the driving thread)
@@ -22,6 +21,8 @@ pub(crate) struct SourceNode<'a, I: Iterator> {
     pub pending: Option<Pulled<I::Item>>,
     /// Source events per round, adapted to [`ROUND_TARGET`].
     pub round_events: usize,
+    /// Upper bound of `round_events` for this run.
+    pub max_round_events: usize,
 }
 
 type Pulled<T> = (Vec<Vec<Envelope<T>>>, bool);
@@ -153,7 +154,7 @@ where
         // Double or halve the next rounds toward ROUND_TARGET.
         let took = started.elapsed();
         if took < ROUND_TARGET / 2 {
-            self.round_events = (self.round_events * 2).min(MAX_ROUND_EVENTS);
+            self.round_events = (self.round_events * 2).min(self.max_round_events);
         } else if took > ROUND_TARGET * 2 {
             self.round_events = (self.round_events / 2).max(MIN_ROUND_EVENTS);
         }
