@@ -16,9 +16,10 @@
 //! inside a source's `next()` during a fold (an iterator that blocks, or a stage
 //! stream waiting for events).
 //!
-//! Memory: a round moves at most `MAX_ROUND_EVENTS` source events (rounded to whole
-//! batches) through the tree, so in-flight data is bounded independently of the input
-//! length; what stays is the reducers' state.
+//! Memory: a round moves at most `MAX_ROUND_EVENTS` source events (`MAX_FOLD_ROUND_EVENTS`
+//! for folds; rounded to whole batches) through the tree, at most two rounds per node
+//! are in flight, so in-flight data is bounded independently of the input length; what
+//! stays is the reducers' state.
 
 pub(crate) mod entry;
 pub(crate) mod node;
@@ -39,9 +40,9 @@ pub(crate) const MAX_ROUND_EVENTS: usize = 1 << 16;
 /// [`MAX_ROUND_EVENTS`] for folds (`sum`, `count`, `for_each`, `run`).
 pub(crate) const MAX_FOLD_ROUND_EVENTS: usize = 1 << 18;
 
-/// Source events of a flow's first round. Each source then adapts its rounds to last
-/// about [`ROUND_TARGET`]: cheap events get large rounds (the fork/join and wake-ups
-/// of a round cost tens of microseconds), costly ones small rounds (less data in
+/// The smallest round. A source starts at its maximum and adapts its rounds to last
+/// about [`ROUND_TARGET`]: cheap events keep large rounds (the fork/join and wake-ups
+/// of a round cost tens of microseconds), costly ones get small rounds (less data in
 /// flight, timers checked more often).
 pub(crate) const MIN_ROUND_EVENTS: usize = 1 << 12;
 
