@@ -192,7 +192,13 @@ fn producer_producer_consumer_consumer_demand_stops_asking_when_consumer_stops_a
     assert_receive!(inbox, Msg::Postponed(b) if *b == ints([6, 7]));
     assert_receive!(inbox, Msg::Postponed(b) if *b == ints([8, 9]));
     refute_received!(inbox, Msg::Sleep(b) if *b == ints([2, 3]));
-    refute_received!(inbox, Msg::Postponed(b) if *b == ints([10, 11]));
+    // GenStage's test refutes [10, 11] at once. But the producer answers the
+    // producer-consumer's first ask while the latter still queues its postponed infos,
+    // so with threads [10, 11] may be handled before the infos have used up the
+    // sleeper's demand (seen once on a loaded machine). The bound that holds in every
+    // interleaving: demand of 10 downstream plus at most 10 asked upstream and not yet
+    // dispatched, so nothing from 20 on is ever taken.
+    refute_receive!(inbox, Msg::Postponed(b) if matches!(b.first(), Some(V::I(x)) if *x >= 20));
 }
 
 #[test]
