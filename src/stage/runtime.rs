@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::bounded;
@@ -29,6 +30,10 @@ use super::{
     Consumer, DemandMode, HandleCall, HandleCast, Init, Kind, Never, Peer, Producer,
     ProducerConsumer, Stage,
 };
+
+/// Messages of at most this many events (or asks for at most this many) count as
+/// little work; see `Runtime::handle`.
+const SPIN_WORK_LIMIT: usize = 2048;
 
 /// A deferred call of `handle_info` (or any callback-like work) on the stage.
 pub(crate) type InfoFn<S> = Box<dyn FnOnce(&mut S, &mut Context<'_, S>) + Send>;
@@ -117,6 +122,8 @@ pub(crate) struct Runtime<S: Stage> {
     out: Vec<S::Out>,
     stop: Option<Reason>,
     killed: bool,
+    /// Poll the mailbox briefly before parking (set by `handle`).
+    spin_next: bool,
     // Producer side.
     consumers: HashMap<Tag, ConsumerEntry<S::Out>>,
     dispatcher: Box<dyn Dispatcher<S::Out>>,
@@ -183,6 +190,7 @@ pub(crate) fn start<S: Stage>(
         .name(name.to_string())
         .spawn(move || {
             *thread_me.shared.thread_id.lock() = Some(std::thread::current().id());
+            super::mailbox::LIVE_STAGES.fetch_add(1, Ordering::Relaxed);
             let shared = thread_me.shared.clone();
             let mut rt = Runtime::new(
                 stage,
@@ -221,6 +229,7 @@ pub(crate) fn start<S: Stage>(
             // request is dropped unanswered finds the reason. Unread messages are
             // dropped now: subscribe messages among them tell their consumers that
             // this stage is gone, calls fail with the exit reason.
+            super::mailbox::LIVE_STAGES.fetch_sub(1, Ordering::Relaxed);
             let closed = queue.close();
             drop(rt);
             drop(unread);
@@ -267,6 +276,7 @@ impl<S: Stage> Runtime<S> {
             out: Vec::new(),
             stop: None,
             killed: false,
+            spin_next: true,
             consumers: HashMap::new(),
             dispatcher,
             buffer: Buffer::new(buffer_size, buffer_keep),
@@ -353,7 +363,7 @@ impl<S: Stage> Runtime<S> {
     /// `batch`.
     fn run(&mut self, queue: &MailQueue<Mail<S>>, batch: &mut VecDeque<Mail<S>>) -> Reason {
         loop {
-            queue.recv_all(batch);
+            queue.recv_all(batch, self.spin_next);
             while let Some(mail) = batch.pop_front() {
                 self.handle(mail);
                 if let Some(reason) = self.stop.take() {
@@ -364,6 +374,14 @@ impl<S: Stage> Runtime<S> {
     }
 
     fn handle(&mut self, mail: Mail<S>) {
+        // Spin before the next park only while messages carry little work: then the
+        // wake-up is what costs. With big batches (W1 with max_demand 10 000) the
+        // spin only took CPU time from the other stage (3x slower, measured).
+        self.spin_next = match &mail {
+            Mail::Ask { n, .. } => *n <= SPIN_WORK_LIMIT,
+            Mail::Events { events, .. } => events.len() <= SPIN_WORK_LIMIT,
+            _ => self.spin_next,
+        };
         match mail {
             Mail::Subscribe(msg) => self.producer_subscribe(*msg),
             Mail::Ask { tag, n } => self.producer_ask(tag, n),
