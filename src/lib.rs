@@ -9,6 +9,10 @@
 //! - **The flow layer** ([`flow`]) is Flow: lazy, typed, parallel map / filter /
 //!   partition / reduce / windows on rayon, with bridges to and from stages.
 //!
+//! On top of the stage layer, [`pipeline`] has the parts real programs need: a line
+//! source, a batcher, a rate limiter, retries with dead letters, graceful drain and
+//! progress reporting (`examples/etl.rs` and `examples/rate_limited_api.rs` use them).
+//!
 //! # A tour of the stage layer
 //!
 //! A stage is a value of yours. Its [`Stage`] impl names the event types it takes and
