@@ -27,8 +27,8 @@ use super::options::Spec;
 use super::reason::{next_id, CancelReason, Reason, Tag};
 use super::subscription::{CancelMode, Demand, DemandState, SubscribeOptions, SubscriptionRef};
 use super::{
-    Consumer, DemandMode, HandleCall, HandleCast, Init, Kind, Never, Peer, Producer,
-    ProducerConsumer, Stage,
+    Consumer, DemandMode, HandleCall, HandleCast, Init, Kind, Peer, Producer, ProducerConsumer,
+    Stage,
 };
 
 /// Messages of at most this many events (or asks for at most this many) count as
@@ -191,7 +191,6 @@ pub(crate) fn start<S: Stage>(
         .spawn(move || {
             *thread_me.shared.thread_id.lock() = Some(std::thread::current().id());
             super::mailbox::LIVE_STAGES.fetch_add(1, Ordering::Relaxed);
-            let shared = thread_me.shared.clone();
             let mut rt = Runtime::new(
                 stage,
                 spec.log.clone(),
@@ -234,7 +233,6 @@ pub(crate) fn start<S: Stage>(
             drop(rt);
             drop(unread);
             drop(closed);
-            let _ = shared;
         })
         .map_err(|e| StartError::Spawn(e.to_string()))?;
     *me.shared.thread.lock() = Some(handle);
@@ -788,12 +786,22 @@ impl<S: Stage> Runtime<S> {
     }
 
     /// Dispatches events taken from the buffer; returns what the dispatcher left.
+    /// Hands `events` to the dispatcher now and returns what it could not deliver.
+    /// Shared by fresh events and events taken from the buffer, so both get the same
+    /// accounting and the dispatcher's errors and released demand are always seen.
     fn dispatch_buffered(&mut self, events: Vec<S::Out>) -> Vec<S::Out> {
         if events.is_empty() {
             return events;
         }
         let n = events.len();
         let left = self.dispatcher.dispatch(events);
+        if let Some(reason) = self.dispatcher.take_error() {
+            self.request_stop(reason);
+        }
+        let released = self.dispatcher.take_demand();
+        if released > 0 {
+            let _ = self.me.exec(move |rt| rt.serve_demand(released));
+        }
         let delivered = n - left.len();
         Counters::add(&self.me.shared.metrics.events_out, delivered);
         if self.kind == Kind::ProducerConsumer {
@@ -810,20 +818,7 @@ impl<S: Stage> Runtime<S> {
             acc.push_back(Accumulated::Dispatch(events));
             return;
         }
-        let n = events.len();
-        let left = self.dispatcher.dispatch(events);
-        if let Some(reason) = self.dispatcher.take_error() {
-            self.request_stop(reason);
-        }
-        let released = self.dispatcher.take_demand();
-        if released > 0 {
-            let _ = self.me.exec(move |rt| rt.serve_demand(released));
-        }
-        let delivered = n - left.len();
-        Counters::add(&self.me.shared.metrics.events_out, delivered);
-        if self.kind == Kind::ProducerConsumer {
-            self.counter = self.counter.saturating_sub(delivered);
-        }
+        let left = self.dispatch_buffered(events);
         if !left.is_empty() {
             self.buffer_events(left);
         }
@@ -1082,8 +1077,3 @@ impl<S: Stage> Runtime<S> {
         }
     }
 }
-
-// `Never` events can't exist, so a producer's `handle_events` slot is never called.
-const _: fn() = || {
-    let _: Option<Never> = None;
-};
