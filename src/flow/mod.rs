@@ -34,14 +34,22 @@
 //! # How it runs
 //!
 //! Each stage of a layer is a *lane* that owns its state (window, trigger state,
-//! accumulator). The flow runs in rounds, driven by one thread: it pulls a
-//! bounded number of batches from the sources, the lanes of each layer process their batches
-//! on rayon's pool (one task per lane, so a lane's state is owned by one worker at a
-//! time; mapper chains are fused and work on whole batches), and routers move the
-//! output batches to the next layer's lanes. A round moves at most 65 536 source events
-//! (262 144 for folds such as `sum`; rounded to whole batches, and fewer when rounds
-//! take long), so memory stays bounded for endless input; only the reducers' state
-//! remains between rounds.
+//! accumulator). The flow runs in rounds, driven by one thread. In a round, the lanes of
+//! the source layer run on rayon's pool (one task per lane, so a lane's state is owned
+//! by one worker at a time); each takes batches from the shared iterators as it is ready
+//! for them (GenStage's demand: whichever stage asks gets the next batch) and pushes them
+//! through its fused mapper chain at once, on the same core. Routers move the output
+//! batches to the next layer's lanes, which process them while the sources run their
+//! next round. A round moves at most 65 536 source events (262 144 for folds such as
+//! `sum`; rounded to whole batches, and fewer when rounds take long), so memory stays
+//! bounded for endless input; only the reducers' state remains between rounds.
+//!
+//! The first round (4 096 events, rounded up to whole batches per stage) is pulled by the driving thread and dealt to the
+//! stages batch by batch in turn, so a small input is spread over the stages the same
+//! way on every run; later rounds go to whichever stage is ready. Stage sources
+//! ([`Flow::from_stages`], [`Flow::through_stages`]) are always read by the driving
+//! thread: a flow waiting for stage events never holds a rayon worker that the flows
+//! feeding those stages may need.
 //!
 //! # The boundary rule
 //!
@@ -63,7 +71,7 @@
 //! 4. `map_batch` runs after window assignment, per window piece, so it works with fixed
 //!    windows (Elixir crashes) and count windows count incoming events.
 //! 5. A source always forms a layer, so its options (`stages`, demand) always apply, and
-//!    small inputs are spread over the stages batch by batch.
+//!    small inputs (the first 4 096 events) are spread over the stages batch by batch.
 //! 6. Fixed windows follow Elixir: late runs for windows no longer held are dropped (and
 //!    counted in [`RunReport::late_events`]); empty windows between two held ones emit.
 //! 7. `departition` merges windows by id across partitions, as Elixir does.
@@ -99,7 +107,7 @@ use parking_lot::Mutex;
 
 use error::invalid;
 use exec::entry::Entry;
-use exec::node::{LayerNode, SourceNode};
+use exec::node::{LayerNode, Pull, SourceNode};
 use exec::sinks::{FoldSink, PartitionRouter, RoundRobinRouter, Xform};
 use exec::{Build, Built, Cx, Inbox, LaneCtx, LaneIn, SinkFactory, Stats};
 
@@ -366,6 +374,16 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         I: IntoIterator<Item = T>,
         I::IntoIter: Send + 'a,
     {
+        Self::source(iters, opts, Pull::Lanes)
+    }
+
+    /// A source layer over `iters`, pulled as `pull` says.
+    pub(crate) fn source<S, I>(iters: S, opts: Options<T>, pull: Pull) -> Self
+    where
+        S: IntoIterator<Item = I>,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'a,
+    {
         let iters: Vec<Option<I::IntoIter>> =
             iters.into_iter().map(|i| Some(i.into_iter())).collect();
         if iters.is_empty() {
@@ -383,17 +401,13 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
                 let producers = iters.len();
                 let lanes = make_lanes(&r, producers, &tail, cx);
                 Ok(Built {
-                    node: Box::new(SourceNode {
+                    node: Box::new(SourceNode::new(
                         iters,
                         lanes,
-                        batch_size: r.batch_size,
-                        next_lane: 0,
-                        next_iter: 0,
-                        finished: false,
-                        pending: None,
-                        round_events: cx.max_round_events,
-                        max_round_events: cx.max_round_events,
-                    }),
+                        r.batch_size,
+                        cx.max_round_events,
+                        pull,
+                    )),
                     lanes: r.stages,
                 })
             }),

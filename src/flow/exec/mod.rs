@@ -3,22 +3,25 @@
 //! A running flow is a tree of [`Node`]s. A node is a *layer* of `stages` lanes (Elixir's
 //! stages); each lane owns its state (window, trigger, accumulator) and a fused chain of
 //! [`Sink`]s built from the flow's operations. One driving loop runs the tree in
-//! *rounds*: the root asks its upstream nodes for one round each, which pull a bounded
-//! number of batches from the sources, push them through their lanes (in parallel, one
-//! rayon task per lane, so a lane's state is touched by one worker at a time) and route
-//! the output batches into the downstream node's [`Inbox`]; then the root's lanes process
-//! their inbox. Folds (`sum`, `count`, `for_each`, `run`) run the driving loop on a pool
-//! worker (inside `rayon::scope`), so the lane jobs it spawns go to its own deque and it
-//! runs them itself once its pull is done (no wake-up per round); a streaming
+//! *rounds*: the root asks its upstream nodes for one round each and processes its
+//! inbox meanwhile. A source layer's round runs its lanes in parallel (one rayon task
+//! per lane, so a lane's state is touched by one worker at a time); each lane pulls
+//! batches from the shared iterators itself and pushes them through its chain at once,
+//! so a batch is made and consumed on the same core (see `node::Pull` for the
+//! exceptions: the first round, and stage streams, are pulled by the driving thread and
+//! dealt to the lanes in turn). Lanes route their output batches into the downstream
+//! node's [`Inbox`], whose lanes process them while the upstream runs its next round.
+//! Folds (`sum`, `count`, `for_each`, `run`) run the driving loop on a pool worker
+//! (inside `rayon::scope`), so the lane jobs it spawns go to its own deque; a streaming
 //! `FlowIter` (`collect`, `into_iter`) drives from the calling thread, which keeps its
 //! allocations in one arena (flatter peak RSS). No worker ever waits for another task
-//! other than by rayon's work-stealing join; the one blocking wait a worker can do is
-//! inside a source's `next()` during a fold (an iterator that blocks, or a stage
-//! stream waiting for events).
+//! other than by rayon's work-stealing join; a worker can wait inside a source's
+//! `next()` (an iterator that blocks), and a lane waits at most `PULL_WAIT` for the lock
+//! of a source another lane is pulling from, then leaves the rest of the round to it.
 //!
 //! Memory: a round moves at most `MAX_ROUND_EVENTS` source events (`MAX_FOLD_ROUND_EVENTS`
-//! for folds; rounded to whole batches) through the tree, at most two rounds per node
-//! are in flight, so in-flight data is bounded independently of the input length; what
+//! for folds; rounded to whole batches per lane) through the tree, at most two rounds
+//! per layer are in flight, so in-flight data is bounded independently of the input length; what
 //! stays is the reducers' state.
 
 pub(crate) mod entry;
@@ -40,10 +43,10 @@ pub(crate) const MAX_ROUND_EVENTS: usize = 1 << 16;
 /// [`MAX_ROUND_EVENTS`] for folds (`sum`, `count`, `for_each`, `run`).
 pub(crate) const MAX_FOLD_ROUND_EVENTS: usize = 1 << 18;
 
-/// The smallest round. A source starts at its maximum and adapts its rounds to last
-/// about [`ROUND_TARGET`]: cheap events keep large rounds (the fork/join and wake-ups
-/// of a round cost tens of microseconds), costly ones get small rounds (less data in
-/// flight, timers checked more often).
+/// The first round of a source (dealt by the driving thread), and its smallest round
+/// (both rounded up to whole batches per lane). Rounds adapt to last about [`ROUND_TARGET`]: cheap events get
+/// large rounds (the fork/join and wake-ups of a round cost tens of microseconds),
+/// costly ones small rounds (less data in flight, timers checked more often).
 pub(crate) const MIN_ROUND_EVENTS: usize = 1 << 12;
 
 /// How long a round should take.

@@ -1,6 +1,7 @@
 //! Bridges to the stage layer: `from_stages`, `through_stages`, `into_stages`.
 
 use crate::error::StartError;
+use crate::flow::exec::node::Pull;
 use crate::flow::exec::{Cx, SinkFactory};
 use crate::flow::{Flow, FlowError, FlowIter, Options, Shape};
 use crate::stage::{
@@ -104,12 +105,15 @@ impl<T: Send + 'static> Flow<'static, T> {
             ));
         }
         let sources: Vec<SourceRef<T>> = producers.iter().map(|p| p.source()).collect();
-        let mut f = Flow::from_iters_with(
+        // Stage streams wait for other threads: the driving thread reads them (see
+        // `Pull::Driver`).
+        let mut f = Flow::source(
             sources
                 .into_iter()
                 .map(|s| StageEvents { stream: stream(&s) })
                 .collect::<Vec<_>>(),
             opts,
+            Pull::Driver,
         );
         f.shape = Shape::Fresh;
         f
