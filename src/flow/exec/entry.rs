@@ -205,7 +205,14 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
                 by(&items, d, &mut bounds);
                 let mut runs: Vec<(i64, Vec<T>)> = Vec::with_capacity(bounds.len());
                 for &(start, idx) in bounds.iter().rev() {
-                    runs.push((idx, items.split_off(start)));
+                    // `split_off(0)` would allocate a fresh vector of the same capacity
+                    // for what is left behind: the first run takes the batch itself.
+                    let run = if start == 0 {
+                        std::mem::take(&mut items)
+                    } else {
+                        items.split_off(start)
+                    };
+                    runs.push((idx, run));
                 }
                 runs.reverse();
                 for (idx, run) in runs {

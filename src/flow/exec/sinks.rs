@@ -201,12 +201,10 @@ where
     }
 }
 
-/// Routes a lane's output to the next layer's lanes by partition.
+/// Routes a lane's output to the next layer's lanes by partition: one bucket per lane
+/// and input batch.
 pub(crate) struct PartitionRouter<T, H> {
     pub inbox: Arc<Inbox<T>>,
-    /// The next layer's batch size: full buckets are sent at once, so the next
-    /// layer never has to cut (copy) them.
-    pub cap: usize,
     pub hash: Arc<H>,
     pub from: usize,
     pub seq: u64,
@@ -219,25 +217,13 @@ where
 {
     fn events(&mut self, _w: i64, batch: Vec<T>) {
         let n = self.inbox.lanes();
-        let cap = self.cap.max(1);
-        let mut buckets: Vec<Vec<T>> = Vec::with_capacity(n);
-        let per = (batch.len() / n + batch.len() / (4 * n) + 1).min(cap);
-        buckets.extend((0..n).map(|_| Vec::with_capacity(per)));
+        // Room for an even share and a quarter more: most buckets never grow.
+        let per = batch.len() / n + batch.len() / (4 * n) + 1;
+        let mut buckets: Vec<Vec<T>> = (0..n).map(|_| Vec::with_capacity(per)).collect();
         let mut discarded = 0u64;
         for x in batch {
             match (self.hash)(&x) {
-                Some(p) if p < n => {
-                    let b = &mut buckets[p];
-                    b.push(x);
-                    if b.len() == cap {
-                        let full = std::mem::replace(b, Vec::with_capacity(per));
-                        self.seq += 1;
-                        self.inbox.push(
-                            p,
-                            Envelope { from: self.from, seq: self.seq, msg: Msg::Batch(full) },
-                        );
-                    }
-                }
+                Some(p) if p < n => buckets[p].push(x),
                 Some(p) => panic!(
                     "the partition hash returned partition {p}, but the layer has {n} stages (0..{n})"
                 ),

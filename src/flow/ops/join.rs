@@ -242,7 +242,7 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
         let (lk, rk, join) = (Arc::new(left_key), Arc::new(right_key), Arc::new(join));
         Flow {
             build: Box::new(move |tail: SinkFactory<'a, O>, cx: &Cx| {
-                let (n, cap) = (r.stages, r.batch_size);
+                let n = r.stages;
                 let inbox = Inbox::<Side<L, R>>::new(n);
                 let (lk2, rk2) = (lk.clone(), rk.clone());
                 let hash = Arc::new(move |e: &Side<L, R>| {
@@ -256,7 +256,6 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
                     let (inbox, hash, stats) = (inbox.clone(), hash.clone(), cx.stats.clone());
                     move |lcx: &LaneCtx| PartitionRouter {
                         inbox: inbox.clone(),
-                        cap,
                         hash: hash.clone(),
                         from: offset + lcx.index,
                         seq: 0,
