@@ -34,15 +34,16 @@
 //! # How it runs
 //!
 //! Each stage of a layer is a *lane* that owns its state (window, trigger state,
-//! accumulator). The flow runs in rounds, driven by one thread. In a round, the lanes of
-//! the source layer run on rayon's pool (one task per lane, so a lane's state is owned
-//! by one worker at a time); each takes batches from the shared iterators as it is ready
-//! for them (GenStage's demand: whichever stage asks gets the next batch) and pushes them
-//! through its fused mapper chain at once, on the same core. Routers move the output
-//! batches to the next layer's lanes, which process them while the sources run their
-//! next round. A round moves at most 65 536 source events (262 144 for folds such as
-//! `sum`; rounded to whole batches, and fewer when rounds take long), so memory stays
-//! bounded for endless input; only the reducers' state remains between rounds.
+//! accumulator). The flow runs in rounds, driven by one thread. In a round, every lane
+//! of every layer is one task on rayon's pool (so a lane's state is owned by one worker
+//! at a time), all in one parallel region. A source lane takes batches from the shared
+//! iterators as it is ready for them (GenStage's demand: whichever stage asks gets the
+//! next batch) and pushes them through its fused mapper chain at once, on the same core.
+//! Routers move the output batches to the next layer's lanes, which process them in the
+//! next round while the sources pull more. A round moves at most 65 536 source events
+//! (262 144 for folds such as `sum`; rounded to whole batches, and fewer when rounds
+//! take long), so memory stays bounded for endless input; only the reducers' state
+//! remains between rounds.
 //!
 //! The first round (4 096 events, rounded up to whole batches per stage) is pulled by the driving thread and dealt to the
 //! stages batch by batch in turn, so a small input is spread over the stages the same
@@ -871,15 +872,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
                 }
                 let lanes = make_lanes(&r, producers, &tail, cx);
                 Ok(Built {
-                    node: Box::new(LayerNode {
-                        ups_done: vec![false; ups.len()],
-                        ups,
-                        inbox,
-                        lanes,
-                        name: "a partition layer".into(),
-                        finished: false,
-                        pending: None,
-                    }),
+                    node: Box::new(LayerNode::new(ups, inbox, lanes, "a partition layer")),
                     lanes: r.stages,
                 })
             }),
@@ -923,7 +916,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         // woken worker has (one wake-up less per round).
         let node = &mut built.node;
         rayon::scope(|_| -> Result<(), FlowError> {
-            while !node.round()? {}
+            while !exec::round(node)? {}
             Ok(())
         })?;
         drop(built);
@@ -1213,7 +1206,7 @@ impl<'a, T: Send + 'a> Iterator for FlowIter<'a, T> {
                 return Some(x);
             }
             let node = self.node.as_mut()?;
-            match node.round() {
+            match exec::round(node) {
                 Ok(done) => {
                     if done {
                         self.node = None;

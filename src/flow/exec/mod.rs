@@ -3,26 +3,31 @@
 //! A running flow is a tree of [`Node`]s. A node is a *layer* of `stages` lanes (Elixir's
 //! stages); each lane owns its state (window, trigger, accumulator) and a fused chain of
 //! [`Sink`]s built from the flow's operations. One driving loop runs the tree in
-//! *rounds*: the root asks its upstream nodes for one round each and processes its
-//! inbox meanwhile. A source layer's round runs its lanes in parallel (one rayon task
-//! per lane, so a lane's state is touched by one worker at a time); each lane pulls
-//! batches from the shared iterators itself and pushes them through its chain at once,
-//! so a batch is made and consumed on the same core (see `node::Pull` for the
-//! exceptions: the first round, and stage streams, are pulled by the driving thread and
-//! dealt to the lanes in turn). Lanes route their output batches into the downstream
-//! node's [`Inbox`], whose lanes process them while the upstream runs its next round.
+//! *rounds* ([`round`]): every node *plans* one task per lane, all the tasks of the tree
+//! run in one parallel region (one rayon job each, so a lane's state is touched by one
+//! worker at a time, and no layer waits for another's fork/join), then every node
+//! *settles* (takes its inbox for the next round, notices the end of its input).
+//!
+//! A source lane's task pulls batches from the shared iterators itself, as long as the
+//! round's budget lasts, and pushes each through its chain at once, so a batch is made
+//! and consumed on the same core (see `node::Pull` for the exceptions: the first round,
+//! and stage streams, are pulled by the driving thread and dealt to the lanes in turn).
+//! Lanes route their output batches into the downstream node's [`Inbox`]; a layer's
+//! task processes what its upstream routed in the previous round, while the upstream
+//! runs the next one in the same region.
+//!
 //! Folds (`sum`, `count`, `for_each`, `run`) run the driving loop on a pool worker
-//! (inside `rayon::scope`), so the lane jobs it spawns go to its own deque; a streaming
-//! `FlowIter` (`collect`, `into_iter`) drives from the calling thread, which keeps its
-//! allocations in one arena (flatter peak RSS). No worker ever waits for another task
-//! other than by rayon's work-stealing join; a worker can wait inside a source's
-//! `next()` (an iterator that blocks), and a lane waits at most `PULL_WAIT` for the lock
-//! of a source another lane is pulling from, then leaves the rest of the round to it.
+//! (inside `rayon::scope`); a streaming `FlowIter` (`collect`, `into_iter`) drives from
+//! the calling thread, which keeps its allocations in one arena (flatter peak RSS). No
+//! worker ever waits for another task other than by rayon's work-stealing join; a worker
+//! can wait inside a source's `next()` (an iterator that blocks), and a lane waits at
+//! most `PULL_WAIT` for the lock of a source another lane is pulling from, then leaves
+//! the rest of the round to it.
 //!
 //! Memory: a round moves at most `MAX_ROUND_EVENTS` source events (`MAX_FOLD_ROUND_EVENTS`
-//! for folds; rounded to whole batches per lane) through the tree, at most two rounds
-//! per layer are in flight, so in-flight data is bounded independently of the input length; what
-//! stays is the reducers' state.
+//! for folds; rounded to whole batches per lane) through the tree, and at most two rounds
+//! per layer are in flight, so in-flight data is bounded independently of the input
+//! length; what stays is the reducers' state.
 
 pub(crate) mod entry;
 pub(crate) mod node;
@@ -49,10 +54,13 @@ pub(crate) const MAX_FOLD_ROUND_EVENTS: usize = 1 << 18;
 /// costly ones small rounds (less data in flight, timers checked more often).
 pub(crate) const MIN_ROUND_EVENTS: usize = 1 << 12;
 
-/// How long a round should take.
-pub(crate) const ROUND_TARGET: std::time::Duration = std::time::Duration::from_micros(2000);
+/// How long a round should take: the time from planning a round to settling it, so it
+/// includes every layer's work and the wake-ups around it (on a 2-core VM a round costs
+/// 50-100 us on top of its work; at 2 ms, W5 lost a fifth of its speed to them). Timers
+/// (periodic windows and triggers, lateness) are checked once per round.
+pub(crate) const ROUND_TARGET: std::time::Duration = std::time::Duration::from_micros(5000);
 
-/// Batches are allocated on the driving thread and freed on rayon's workers; glibc's
+/// Batches are allocated on one thread and freed on another; glibc's
 /// malloc returns the freed top of its heap to the OS once more than 128 KiB are free
 /// (the default trim threshold), so every round page-faulted its memory back in (it
 /// was most of the system time of a flow). glibc raises its mmap and trim thresholds
@@ -153,11 +161,79 @@ pub(crate) trait LaneIn<T>: Send {
     fn finish(&mut self);
 }
 
+/// One lane's work in a round.
+pub(crate) type Task<'s> = Box<dyn FnOnce() -> Result<(), FlowError> + Send + 's>;
+
+/// A round's tasks by lane index (`cols[i]`: the tasks of lane `i` of every layer).
+pub(crate) type Cols<'s> = Vec<Vec<Task<'s>>>;
+
 /// A running node: one layer and, recursively, its upstream.
 pub(crate) trait Node: Send {
-    /// Runs one round; returns true once the node has finished (its lanes fired their
-    /// last triggers and routed everything downstream).
-    fn round(&mut self) -> Result<bool, FlowError>;
+    /// Plans this node's part of the next round: one task per lane of this layer and,
+    /// recursively, of its upstream, pushed to `cols[lane index]`.
+    fn plan<'s>(&'s mut self, cols: &mut Cols<'s>) -> Result<(), FlowError>;
+    /// Runs after the round's tasks; returns true once the node has finished (its
+    /// lanes fired their last triggers and routed everything downstream).
+    fn settle(&mut self) -> Result<bool, FlowError>;
+}
+
+/// Adds `task` to the tasks of lane `i`.
+pub(crate) fn push_task<'s>(cols: &mut Cols<'s>, i: usize, task: Task<'s>) {
+    if cols.len() <= i {
+        cols.resize_with(i + 1, Vec::new);
+    }
+    cols[i].push(task);
+}
+
+/// Runs one round of the tree under `node`: every lane of every layer is one task, and
+/// all of them run in one parallel region (no layer waits for another's fork/join).
+/// They are ordered lane by lane (lane 0 of each layer, then lane 1, ...), so that
+/// rayon's halving splits give each worker a share of every layer's work. Returns true
+/// once the tree has finished.
+pub(crate) fn round(node: &mut BoxNode<'_>) -> Result<bool, FlowError> {
+    {
+        let mut cols: Cols<'_> = Vec::new();
+        node.plan(&mut cols)?;
+        run_tasks(cols.into_iter().flatten().collect())?;
+    }
+    node.settle()
+}
+
+/// Runs tasks in parallel (one rayon job each); the first error wins.
+pub(crate) fn run_tasks(tasks: Vec<Task<'_>>) -> Result<(), FlowError> {
+    match tasks.len() {
+        0 => Ok(()),
+        1 => tasks.into_iter().try_for_each(|t| t()),
+        _ => tasks.into_par_iter().with_max_len(1).try_for_each(|t| t()),
+    }
+}
+
+/// The task that feeds `msgs` to `lane`, lets its timers fire and, if `finish`, fires
+/// its last triggers; a panic in user code becomes `FlowError::Panic` naming the lane.
+pub(crate) fn lane_task<'s, 'a: 's, T: Send + 'a>(
+    (i, total, place): (usize, usize, &'s str),
+    lane: &'s mut Box<dyn LaneIn<T> + 'a>,
+    msgs: Vec<Envelope<T>>,
+    finish: bool,
+) -> Task<'s> {
+    Box::new(move || {
+        catch_unwind(AssertUnwindSafe(|| {
+            for env in msgs {
+                match env.msg {
+                    Msg::Batch(items) => lane.batch(env.from, items),
+                    Msg::Done => lane.producer_done(env.from),
+                }
+            }
+            lane.tick();
+            if finish {
+                lane.finish();
+            }
+        }))
+        .map_err(|p| FlowError::Panic {
+            place: format!("stage {i} of {total} in {place}"),
+            message: panic_message(p),
+        })
+    })
 }
 
 pub(crate) type BoxNode<'a> = Box<dyn Node + 'a>;
@@ -191,46 +267,20 @@ pub(crate) struct Cx {
     pub max_round_events: usize,
 }
 
-/// Runs every lane over its messages, in parallel when there is more than one lane
-/// with work; a panic in user code becomes `FlowError::Panic`.
-pub(crate) fn run_lanes<'a, T: Send>(
+/// Runs every lane over its messages (in parallel) and, if `finish`, fires their last
+/// triggers: the work of a round outside the flat plan (a source's last pass).
+pub(crate) fn run_lanes<'a, T: Send + 'a>(
     lanes: &mut [Box<dyn LaneIn<T> + 'a>],
     msgs: Vec<Vec<Envelope<T>>>,
     finish: bool,
     place: &str,
 ) -> Result<(), FlowError> {
     let total = lanes.len();
-    let work = |i: usize, lane: &mut Box<dyn LaneIn<T> + 'a>, msgs: Vec<Envelope<T>>| {
-        catch_unwind(AssertUnwindSafe(|| {
-            for env in msgs {
-                match env.msg {
-                    Msg::Batch(items) => lane.batch(env.from, items),
-                    Msg::Done => lane.producer_done(env.from),
-                }
-            }
-            lane.tick();
-            if finish {
-                lane.finish();
-            }
-        }))
-        .map_err(|p| FlowError::Panic {
-            place: format!("stage {i} of {total} in {place}"),
-            message: panic_message(p),
-        })
-    };
-    let busy = msgs.iter().filter(|m| !m.is_empty()).count();
-    if total == 1 || (busy <= 1 && !finish) {
-        for (i, (lane, m)) in lanes.iter_mut().zip(msgs).enumerate() {
-            work(i, lane, m)?;
-        }
-        Ok(())
-    } else {
-        lanes
-            .par_iter_mut()
-            .zip(msgs.into_par_iter())
-            .enumerate()
-            .map(|(i, (lane, m))| work(i, lane, m))
-            .collect::<Result<Vec<()>, FlowError>>()
-            .map(|_| ())
-    }
+    let tasks = lanes
+        .iter_mut()
+        .zip(msgs)
+        .enumerate()
+        .map(|(i, (lane, m))| lane_task((i, total, place), lane, m, finish))
+        .collect();
+    run_tasks(tasks)
 }

@@ -2,14 +2,14 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rayon::prelude::*;
 
 use crate::flow::error::{panic_message, FlowError};
 use crate::flow::exec::{
-    run_lanes, BoxNode, Envelope, Inbox, LaneIn, Msg, Node, MIN_ROUND_EVENTS, ROUND_TARGET,
+    lane_task, push_task, run_lanes, BoxNode, Cols, Envelope, Inbox, LaneIn, Msg, Node,
+    MIN_ROUND_EVENTS, ROUND_TARGET,
 };
 
 /// Most events a lane takes from a source at once: large enough to amortise the lock
@@ -30,6 +30,9 @@ struct Sources<I> {
     next_iter: usize,
     /// An iterator panicked: nothing is pulled any more.
     failed: bool,
+    /// Events the lanes may still take in this round ([`Pull::Lanes`]): shared, so a
+    /// lane whose worker is free takes more than one that started late.
+    budget: usize,
 }
 
 impl<I: Iterator> Sources<I> {
@@ -94,6 +97,8 @@ pub(crate) struct SourceNode<'a, I: Iterator> {
     max_round_events: usize,
     /// No round has run yet.
     first: bool,
+    /// When the current round was planned.
+    started: Instant,
 }
 
 impl<'a, I> SourceNode<'a, I>
@@ -116,6 +121,7 @@ where
                 iters,
                 next_iter: 0,
                 failed: false,
+                budget: 0,
             }),
             pull,
             next_lane: 0,
@@ -127,34 +133,33 @@ where
             // then grow toward the maximum while they stay short.
             round_events: MIN_ROUND_EVENTS.min(max_round_events),
             first: true,
+            started: Instant::now(),
             max_round_events,
         }
     }
 }
 
-/// One lane's part of a round: pull, process, repeat until its quota is met or the
-/// sources are exhausted (or busy for longer than [`PULL_WAIT`]).
+/// One lane's part of a round: pull, process, repeat until the round's budget is
+/// spent or the sources are exhausted (or busy for longer than [`PULL_WAIT`]).
 fn lane_round<T, I>(
     lane: &mut (dyn LaneIn<T> + '_),
     told: &mut [bool],
     src: &Mutex<Sources<I>>,
-    quota: usize,
     chunk: usize,
-    place: &str,
+    (i, total): (usize, usize),
 ) -> Result<(), FlowError>
 where
     I: Iterator<Item = T>,
 {
-    let mut pulled = 0;
     let mut newly_done: Vec<usize> = Vec::new();
-    while pulled < quota {
+    loop {
         let Some(mut g) = src.try_lock_for(PULL_WAIT) else {
             break;
         };
-        if g.failed {
+        if g.failed || g.budget == 0 {
             break;
         }
-        let max = chunk.min(quota - pulled);
+        let max = chunk.min(g.budget);
         let (k, items) = match catch_unwind(AssertUnwindSafe(|| g.pull(max))) {
             Ok(p) => p,
             Err(p) => {
@@ -162,10 +167,10 @@ where
                 return Err(source_error(p));
             }
         };
+        g.budget -= items.len().min(g.budget);
         newly_done.extend((0..told.len()).filter(|&j| !told[j] && g.iters[j].is_none()));
         drop(g);
         let empty = items.is_empty();
-        pulled += items.len();
         catch_unwind(AssertUnwindSafe(|| {
             if !empty {
                 lane.batch(k, items);
@@ -177,18 +182,19 @@ where
                 lane.producer_done(j);
             }
         }))
-        .map_err(|p| FlowError::Panic {
-            place: place.to_string(),
-            message: panic_message(p),
-        })?;
+        .map_err(|p| lane_panic(i, total, p))?;
         if empty {
             break;
         }
     }
-    catch_unwind(AssertUnwindSafe(|| lane.tick())).map_err(|p| FlowError::Panic {
-        place: place.to_string(),
+    catch_unwind(AssertUnwindSafe(|| lane.tick())).map_err(|p| lane_panic(i, total, p))
+}
+
+fn lane_panic(i: usize, total: usize, p: Box<dyn std::any::Any + Send>) -> FlowError {
+    FlowError::Panic {
+        place: format!("stage {i} of {total} in {SOURCE_PLACE}"),
         message: panic_message(p),
-    })
+    }
 }
 
 impl<'a, I> SourceNode<'a, I>
@@ -196,10 +202,10 @@ where
     I: Iterator + Send + 'a,
     I::Item: Send + 'a,
 {
-    /// [`Pull::Driver`]: pulls `total` events in batches, round-robin over the
-    /// iterators, deals them to the lanes in turn (each producer's end follows its
-    /// last batch in every lane), then runs the lanes.
-    fn driver_round(&mut self, total: usize) -> Result<(), FlowError> {
+    /// Pulls `total` events on the driving thread in batches, round-robin over the
+    /// iterators, and deals them to the lanes in turn (each producer's end follows
+    /// its last batch in every lane).
+    fn deal(&mut self, total: usize) -> Result<Vec<Vec<Envelope<I::Item>>>, FlowError> {
         let n = self.lanes.len();
         let bs = self.batch_size;
         let mut msgs: Vec<Vec<Envelope<I::Item>>> = (0..n).map(|_| Vec::new()).collect();
@@ -234,61 +240,7 @@ where
                 }
             }
         }
-        let done = src.exhausted();
-        run_lanes(&mut self.lanes, msgs, done, "the source layer")?;
-        self.finished = done;
-        Ok(())
-    }
-
-    /// [`Pull::Lanes`]: every lane pulls and processes up to `quota` events (a pull
-    /// takes several batches at once; the lane cuts them back to the batch size where
-    /// its chain can tell); once the sources are exhausted the lanes finish.
-    fn lanes_round(&mut self, quota: usize) -> Result<(), FlowError> {
-        let n = self.lanes.len();
-        let chunk = (PULL_LIMIT / self.batch_size).max(1) * self.batch_size;
-        let src = &self.src;
-        if n == 1 {
-            lane_round(
-                &mut *self.lanes[0],
-                &mut self.told[0],
-                src,
-                quota,
-                chunk,
-                "stage 0 of 1 in the source layer",
-            )?;
-        } else {
-            self.lanes
-                .par_iter_mut()
-                .zip(self.told.par_iter_mut())
-                .enumerate()
-                .map(|(i, (lane, told))| {
-                    let place = format!("stage {i} of {n} in the source layer");
-                    lane_round(&mut **lane, told, src, quota, chunk, &place)
-                })
-                .collect::<Result<Vec<()>, FlowError>>()?;
-        }
-        if !self.src.get_mut().exhausted() {
-            return Ok(());
-        }
-        // Every producer is done: tell the lanes that have not heard yet, and fire
-        // their last triggers.
-        let msgs = self
-            .told
-            .iter()
-            .map(|told| {
-                (0..told.len())
-                    .filter(|&j| !told[j])
-                    .map(|j| Envelope {
-                        from: j,
-                        seq: u64::MAX,
-                        msg: Msg::Done,
-                    })
-                    .collect()
-            })
-            .collect();
-        run_lanes(&mut self.lanes, msgs, true, "the source layer")?;
-        self.finished = true;
-        Ok(())
+        Ok(msgs)
     }
 }
 
@@ -303,32 +255,78 @@ fn source_error(p: Box<dyn std::any::Any + Send>) -> FlowError {
     }
 }
 
+const SOURCE_PLACE: &str = "the source layer";
+
 impl<'a, I> Node for SourceNode<'a, I>
 where
     I: Iterator + Send + 'a,
     I::Item: Send + 'a,
 {
-    fn round(&mut self) -> Result<bool, FlowError> {
+    fn plan<'s>(&'s mut self, cols: &mut Cols<'s>) -> Result<(), FlowError> {
         if self.finished {
-            return Ok(true);
+            return Ok(());
         }
-        let started = std::time::Instant::now();
+        self.started = Instant::now();
         let n = self.lanes.len();
         let bs = self.batch_size;
         // Whole batches per lane.
-        let quota = self.round_events.div_ceil(n).div_ceil(bs).max(1) * bs;
+        let total = self.round_events.div_ceil(n).div_ceil(bs).max(1) * bs * n;
         // The first round is always dealt by the driver, batch by batch in turn:
         // small inputs (up to MIN_ROUND_EVENTS) are spread over the stages the same
         // way on every run (quirk 5), independently of which worker is free first.
-        match (self.pull, std::mem::take(&mut self.first)) {
-            (Pull::Driver, _) | (Pull::Lanes, true) => self.driver_round(quota * n)?,
-            (Pull::Lanes, false) => self.lanes_round(quota)?,
+        if self.pull == Pull::Driver || std::mem::take(&mut self.first) {
+            let msgs = self.deal(total)?;
+            for (i, (lane, m)) in self.lanes.iter_mut().zip(msgs).enumerate() {
+                push_task(cols, i, lane_task((i, n, SOURCE_PLACE), lane, m, false));
+            }
+            return Ok(());
         }
+        // Pull::Lanes: the lanes pull and process `total` events between them (a pull
+        // takes several batches at once; the lane cuts them back to the batch size
+        // where its chain can tell).
+        let chunk = (PULL_LIMIT / bs).max(1) * bs;
+        let SourceNode {
+            src, lanes, told, ..
+        } = self;
+        src.get_mut().budget = total;
+        let src: &'s Mutex<Sources<I>> = src;
+        for (i, (lane, told)) in lanes.iter_mut().zip(told.iter_mut()).enumerate() {
+            push_task(
+                cols,
+                i,
+                Box::new(move || lane_round(&mut **lane, told, src, chunk, (i, n))),
+            );
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<bool, FlowError> {
         if self.finished {
             return Ok(true);
         }
+        if self.src.get_mut().exhausted() {
+            // Every producer is done: tell the lanes that have not heard yet, and fire
+            // their last triggers.
+            let msgs = self
+                .told
+                .iter_mut()
+                .map(|told| {
+                    (0..told.len())
+                        .filter(|&j| !std::mem::replace(&mut told[j], true))
+                        .map(|j| Envelope {
+                            from: j,
+                            seq: u64::MAX,
+                            msg: Msg::Done,
+                        })
+                        .collect()
+                })
+                .collect();
+            run_lanes(&mut self.lanes, msgs, true, SOURCE_PLACE)?;
+            self.finished = true;
+            return Ok(true);
+        }
         // Double or halve the next rounds toward ROUND_TARGET.
-        let took = started.elapsed();
+        let took = self.started.elapsed();
         if took < ROUND_TARGET / 2 {
             self.round_events = (self.round_events * 2).min(self.max_round_events);
         } else if took > ROUND_TARGET * 2 {
@@ -338,61 +336,87 @@ where
     }
 }
 
-/// A layer fed by the routers of one or more upstream nodes.
+/// A layer fed by the routers of one or more upstream nodes. Its lanes process what
+/// the upstream routed in the previous round while the upstream runs the next one (in
+/// the same parallel region), so at most two rounds per layer are in flight.
 pub(crate) struct LayerNode<'a, T> {
-    pub ups: Vec<BoxNode<'a>>,
-    pub ups_done: Vec<bool>,
-    pub inbox: Arc<Inbox<T>>,
-    pub lanes: Vec<Box<dyn LaneIn<T> + 'a>>,
-    pub name: String,
-    pub finished: bool,
+    ups: Vec<BoxNode<'a>>,
+    ups_done: Vec<bool>,
+    inbox: Arc<Inbox<T>>,
+    lanes: Vec<Box<dyn LaneIn<T> + 'a>>,
+    name: String,
+    finished: bool,
     /// Messages of the upstream round already run, and whether every upstream had
-    /// finished by then; processed while the upstream runs its next round.
-    pub pending: Option<(Vec<Vec<Envelope<T>>>, bool)>,
+    /// finished by then; processed in the next round.
+    pending: Option<(Vec<Vec<Envelope<T>>>, bool)>,
+    /// The planned round fires the lanes' last triggers.
+    finishing: bool,
 }
 
 impl<'a, T: Send + 'a> LayerNode<'a, T> {
-    fn pull_ups(ups: &mut [BoxNode<'a>], done: &mut [bool]) -> Result<bool, FlowError> {
-        for (up, d) in ups.iter_mut().zip(done.iter_mut()) {
-            if !*d {
-                *d = up.round()?;
-            }
+    pub fn new(
+        ups: Vec<BoxNode<'a>>,
+        inbox: Arc<Inbox<T>>,
+        lanes: Vec<Box<dyn LaneIn<T> + 'a>>,
+        name: impl Into<String>,
+    ) -> Self {
+        LayerNode {
+            ups_done: vec![false; ups.len()],
+            ups,
+            inbox,
+            lanes,
+            name: name.into(),
+            finished: false,
+            pending: None,
+            finishing: false,
         }
-        Ok(done.iter().all(|d| *d))
     }
 }
 
 impl<'a, T: Send + 'a> Node for LayerNode<'a, T> {
-    fn round(&mut self) -> Result<bool, FlowError> {
+    fn plan<'s>(&'s mut self, cols: &mut Cols<'s>) -> Result<(), FlowError> {
         if self.finished {
-            return Ok(true);
+            return Ok(());
         }
-        let (msgs, all) = match self.pending.take() {
-            Some(p) => p,
-            None => {
-                let all = Self::pull_ups(&mut self.ups, &mut self.ups_done)?;
-                (self.inbox.take(), all)
+        let LayerNode {
+            ups,
+            ups_done,
+            lanes,
+            name,
+            pending,
+            finishing,
+            ..
+        } = self;
+        let n = lanes.len();
+        // The first round only runs the upstream: there is nothing to process yet.
+        if let Some((msgs, all)) = pending.take() {
+            *finishing = all;
+            for (i, (lane, m)) in lanes.iter_mut().zip(msgs).enumerate() {
+                push_task(cols, i, lane_task((i, n, name.as_str()), lane, m, all));
             }
-        };
-        if all {
-            run_lanes(&mut self.lanes, msgs, true, &self.name)?;
+            if all {
+                return Ok(());
+            }
+        }
+        for (up, done) in ups.iter_mut().zip(ups_done.iter()) {
+            if !*done {
+                up.plan(cols)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<bool, FlowError> {
+        if self.finished || self.finishing {
             self.finished = true;
             return Ok(true);
         }
-        // Pipelining: this layer's lanes process the previous upstream round on the
-        // pool while the upstream runs its next round (its routers fill the inbox,
-        // which the lanes no longer read). At most two rounds per layer in flight.
-        let mut processed = Ok(());
-        let mut lanes = std::mem::take(&mut self.lanes);
-        let name = self.name.clone();
-        let (ups, ups_done) = (&mut self.ups, &mut self.ups_done);
-        let pulled = rayon::in_place_scope(|s| {
-            s.spawn(|_| processed = run_lanes(&mut lanes, msgs, false, &name));
-            Self::pull_ups(ups, ups_done)
-        });
-        self.lanes = lanes;
-        processed?;
-        let all = pulled?;
+        for (up, done) in self.ups.iter_mut().zip(self.ups_done.iter_mut()) {
+            if !*done {
+                *done = up.settle()?;
+            }
+        }
+        let all = self.ups_done.iter().all(|d| *d);
         self.pending = Some((self.inbox.take(), all));
         Ok(false)
     }

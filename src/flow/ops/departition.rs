@@ -149,15 +149,12 @@ where
             });
             let lanes = make_lanes(&r, parts, &core, cx);
             Ok(Built {
-                node: Box::new(LayerNode {
-                    ups: vec![up.node],
-                    ups_done: vec![false],
+                node: Box::new(LayerNode::new(
+                    vec![up.node],
                     inbox,
                     lanes,
-                    name: "a departition layer".into(),
-                    finished: false,
-                    pending: None,
-                }),
+                    "a departition layer",
+                )),
                 lanes: 1,
             })
         }),

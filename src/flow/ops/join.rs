@@ -296,15 +296,12 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
                 });
                 let lanes = make_lanes(&r, producers, &core, cx);
                 Ok(Built {
-                    node: Box::new(LayerNode {
-                        ups: vec![lb.node, rb.node],
-                        ups_done: vec![false, false],
+                    node: Box::new(LayerNode::new(
+                        vec![lb.node, rb.node],
                         inbox,
                         lanes,
-                        name: "a join layer".into(),
-                        finished: false,
-                        pending: None,
-                    }),
+                        "a join layer",
+                    )),
                     lanes: n,
                 })
             }),
