@@ -196,53 +196,59 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
                     }
                 }
             }
-            Mode::Fixed { d, by, .. } => {
-                let d = *d;
-                let by = by.clone();
-                // Maximal runs of consecutive events of one window; a batch inside one
-                // window (the common case) is passed on without copying.
-                let mut bounds: Vec<(usize, i64)> = Vec::new();
-                by(&items, d, &mut bounds);
-                let mut runs: Vec<(i64, Vec<T>)> = Vec::with_capacity(bounds.len());
-                for &(start, idx) in bounds.iter().rev() {
-                    // `split_off(0)` would allocate a fresh vector of the same capacity
-                    // for what is left behind: the first run takes the batch itself.
-                    let run = if start == 0 {
-                        std::mem::take(&mut items)
-                    } else {
-                        items.split_off(start)
-                    };
-                    runs.push((idx, run));
-                }
-                runs.reverse();
-                for (idx, run) in runs {
-                    let Mode::Fixed { held, recent, .. } = &mut self.mode else {
-                        unreachable!()
-                    };
-                    let rec = recent.get(&from).copied().flatten();
-                    match held.entry(idx) {
-                        std::collections::btree_map::Entry::Occupied(_) => {
-                            recent.insert(from, Some(rec.map_or(idx, |r| r.max(idx))));
-                        }
-                        std::collections::btree_map::Entry::Vacant(slot)
-                            if rec.map_or(true, |r| idx >= r) =>
-                        {
-                            slot.insert(false);
-                            recent.insert(from, Some(idx));
-                        }
-                        std::collections::btree_map::Entry::Vacant(_) => {
-                            // Late for a window that is no longer held: Flow drops it;
-                            // we count it (RunReport::late_events).
-                            self.dropped
-                                .fetch_add(run.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                            continue;
-                        }
-                    }
-                    self.feed(idx * d, run);
-                }
-                self.watermark();
+            Mode::Fixed { .. } => {
+                let len = items.len();
+                self.fixed_piece(from, &mut items.into_iter(), len);
             }
         }
+    }
+
+    /// Fixed windows: the next `len` events of `items` form one batch. Each maximal run
+    /// of consecutive events of one window goes to the chain straight from `items`
+    /// (no copy into a vector of its own unless the chain needs one), then the
+    /// watermark is checked, as after every batch in Elixir.
+    fn fixed_piece(&mut self, from: usize, items: &mut std::vec::IntoIter<T>, len: usize) {
+        let Mode::Fixed { d, by, .. } = &mut self.mode else {
+            unreachable!("fixed_piece on a fixed window")
+        };
+        let (d, by) = (*d, by.clone());
+        let mut bounds: Vec<(usize, i64)> = Vec::new();
+        by(&items.as_slice()[..len], d, &mut bounds);
+        for (r, &(start, idx)) in bounds.iter().enumerate() {
+            let end = bounds.get(r + 1).map_or(len, |b| b.0);
+            let mut run = items.by_ref().take(end - start);
+            let Mode::Fixed { held, recent, .. } = &mut self.mode else {
+                unreachable!()
+            };
+            let rec = recent.get(&from).copied().flatten();
+            match held.entry(idx) {
+                std::collections::btree_map::Entry::Occupied(_) => {
+                    recent.insert(from, Some(rec.map_or(idx, |r| r.max(idx))));
+                }
+                std::collections::btree_map::Entry::Vacant(slot)
+                    if rec.map_or(true, |r| idx >= r) =>
+                {
+                    slot.insert(false);
+                    recent.insert(from, Some(idx));
+                }
+                std::collections::btree_map::Entry::Vacant(_) => {
+                    // Late for a window that is no longer held: Flow drops it; we
+                    // count it (RunReport::late_events).
+                    self.dropped
+                        .fetch_add((end - start) as u64, std::sync::atomic::Ordering::Relaxed);
+                    run.for_each(drop);
+                    continue;
+                }
+            }
+            if self.punct.is_some() {
+                self.feed(idx * d, run.collect());
+            } else {
+                self.next.events_from(idx * d, &mut run);
+                // What the chain left (nothing, normally) is not the next run's.
+                run.for_each(drop);
+            }
+        }
+        self.watermark();
     }
 
     /// Closes fixed windows below the minimum of every producer's newest window.
@@ -309,9 +315,18 @@ impl<'a, T: Send + 'a> LaneIn<T> for Entry<'a, T> {
             return;
         }
         // GenStage hands a stage at most max_demand - min_demand events at a time.
+        let bs = self.batch_size;
+        if matches!(self.mode, Mode::Fixed { .. }) {
+            // Fixed windows take each piece straight from the batch.
+            let mut items = items.into_iter();
+            while items.len() > 0 {
+                let len = items.len().min(bs);
+                self.fixed_piece(from, &mut items, len);
+            }
+            return;
+        }
         // Cut from the back so that each piece is one memcpy and the first keeps the
         // original allocation.
-        let bs = self.batch_size;
         let mut items = items;
         let mut pieces = Vec::with_capacity(items.len() / bs + 1);
         while items.len() > bs {

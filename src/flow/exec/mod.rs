@@ -86,6 +86,12 @@ pub(crate) struct LaneCtx {
 pub(crate) trait Sink<T>: Send {
     /// Events belonging to window `w` (a window id as in `TriggerInfo::window`).
     fn events(&mut self, w: i64, batch: Vec<T>);
+    /// Events of window `w` taken one by one from a larger batch (fixed windows hand
+    /// each window's run over this way); sinks that consume events one at a time
+    /// override it to skip collecting them into a vector of their own.
+    fn events_from(&mut self, w: i64, events: &mut Run<'_, T>) {
+        self.events(w, events.collect())
+    }
     /// Events a reducer emitted for trigger `name` of window `w`.
     fn emitted(&mut self, w: i64, _name: &TriggerName, batch: Vec<T>) {
         self.events(w, batch)
@@ -100,6 +106,9 @@ pub(crate) trait Sink<T>: Send {
         false
     }
 }
+
+/// A run of events taken from a batch in order ([`Sink::events_from`]).
+pub(crate) type Run<'r, T> = std::iter::Take<&'r mut std::vec::IntoIter<T>>;
 
 pub(crate) type BoxSink<'a, T> = Box<dyn Sink<T> + 'a>;
 /// Builds the chain of one lane.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::flow::exec::{BoxSink, Envelope, Inbox, LaneCtx, Msg, Sink, Stats};
+use crate::flow::exec::{BoxSink, Envelope, Inbox, LaneCtx, Msg, Run, Sink, Stats};
 use crate::flow::window::{TriggerInfo, TriggerName, WindowKind};
 
 /// A fused mapper: transforms whole batches (`map`, `filter`, `flat_map`, `uniq`, ...).
@@ -142,9 +142,14 @@ where
 {
     #[inline]
     fn events(&mut self, w: i64, batch: Vec<U>) {
+        let mut all = batch.into_iter();
+        let n = all.len();
+        self.events_from(w, &mut all.by_ref().take(n))
+    }
+    fn events_from(&mut self, w: i64, events: &mut Run<'_, U>) {
         let mut acc = self.accs.take(w).unwrap_or_else(|| (self.init)());
         let f = &*self.f;
-        for x in batch {
+        for x in events {
             acc = f(acc, x);
         }
         self.accs.put(w, acc);
