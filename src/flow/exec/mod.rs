@@ -16,9 +16,9 @@
 //! task processes what its upstream routed in the previous round, while the upstream
 //! runs the next one in the same region.
 //!
-//! Folds (`sum`, `count`, `for_each`, `run`) run the driving loop on a pool worker
-//! (inside `rayon::scope`); a streaming `FlowIter` (`collect`, `into_iter`) drives from
-//! the calling thread, which keeps its allocations in one arena (flatter peak RSS). No
+//! Folds (`sum`, `count`, `for_each`, `run`) and `collect` run the driving loop on a
+//! pool worker (inside `rayon::scope`); a streaming `FlowIter` (`into_iter`) drives
+//! from the calling thread, which keeps its allocations in one arena (flatter peak RSS). No
 //! worker ever waits for another task other than by rayon's work-stealing join; a worker
 //! can wait inside a source's `next()` (an iterator that blocks), and a lane waits at
 //! most `PULL_WAIT` for the lock of a source another lane is pulling from, then leaves
