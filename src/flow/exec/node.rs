@@ -30,8 +30,9 @@ struct Sources<I> {
     next_iter: usize,
     /// An iterator panicked: nothing is pulled any more.
     failed: bool,
-    /// Events the lanes may still take in this round ([`Pull::Lanes`]): shared, so a
-    /// lane whose worker is free takes more than one that started late.
+    /// Events the lanes may still take in this round beyond their own share
+    /// ([`Pull::Lanes`]): shared, so a lane whose worker is free takes more than one
+    /// that started late.
     budget: usize,
 }
 
@@ -139,13 +140,17 @@ where
     }
 }
 
-/// One lane's part of a round: pull, process, repeat until the round's budget is
-/// spent or the sources are exhausted (or busy for longer than [`PULL_WAIT`]).
+/// One lane's part of a round: pull, process, repeat until its own share and the
+/// round's shared budget are spent or the sources are exhausted (or busy for longer
+/// than [`PULL_WAIT`]). The own share makes every lane, hence every producer of the
+/// next layer, advance in every round: a lane that got nothing for many rounds held
+/// back the fixed windows' watermark downstream, and their accumulators piled up.
 fn lane_round<T, I>(
     lane: &mut (dyn LaneIn<T> + '_),
     told: &mut [bool],
     src: &Mutex<Sources<I>>,
     chunk: usize,
+    mut own: usize,
     (i, total): (usize, usize),
 ) -> Result<(), FlowError>
 where
@@ -156,10 +161,10 @@ where
         let Some(mut g) = src.try_lock_for(PULL_WAIT) else {
             break;
         };
-        if g.failed || g.budget == 0 {
+        if g.failed || own + g.budget == 0 {
             break;
         }
-        let max = chunk.min(g.budget);
+        let max = chunk.min(own + g.budget);
         let (k, items) = match catch_unwind(AssertUnwindSafe(|| g.pull(max))) {
             Ok(p) => p,
             Err(p) => {
@@ -167,7 +172,9 @@ where
                 return Err(source_error(p));
             }
         };
-        g.budget -= items.len().min(g.budget);
+        let from_own = items.len().min(own);
+        own -= from_own;
+        g.budget -= (items.len() - from_own).min(g.budget);
         newly_done.extend((0..told.len()).filter(|&j| !told[j] && g.iters[j].is_none()));
         drop(g);
         let empty = items.is_empty();
@@ -288,13 +295,15 @@ where
         let SourceNode {
             src, lanes, told, ..
         } = self;
-        src.get_mut().budget = total;
+        // Half the round is shared out evenly, half goes to whoever is free.
+        let own = (total / (2 * n)).div_ceil(chunk) * chunk;
+        src.get_mut().budget = total.saturating_sub(own * n);
         let src: &'s Mutex<Sources<I>> = src;
         for (i, (lane, told)) in lanes.iter_mut().zip(told.iter_mut()).enumerate() {
             push_task(
                 cols,
                 i,
-                Box::new(move || lane_round(&mut **lane, told, src, chunk, (i, n))),
+                Box::new(move || lane_round(&mut **lane, told, src, chunk, own, (i, n))),
             );
         }
         Ok(())
