@@ -35,7 +35,8 @@ pub fn workload(events: Option<u64>) -> Workload {
     Workload {
         id: "W6".into(),
         events: n,
-        baseline: "rayon fold over chunks of 1024 / reduce into HashMap<(window, key), sum>, FxHash",
+        baseline:
+            "rayon fold over chunks of 1024 / reduce into HashMap<(window, key), sum>, FxHash",
         stageflow: Box::new(move || {
             let window = Window::fixed(1, Unit::Second, |e: &Event| e.0 as i64);
             // The events are made by the source layer's stages (in parallel), not by

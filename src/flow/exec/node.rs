@@ -130,7 +130,7 @@ where
             lanes,
             batch_size,
             finished: false,
-            // The first round is small and dealt by the driver (see `round`); rounds
+            // The first round is small and dealt by the driver (see `plan`); rounds
             // then grow toward the maximum while they stay short.
             round_events: MIN_ROUND_EVENTS.min(max_round_events),
             first: true,
@@ -143,8 +143,8 @@ where
 /// One lane's part of a round: pull, process, repeat until its own share and the
 /// round's shared budget are spent or the sources are exhausted (or busy for longer
 /// than [`PULL_WAIT`]). The own share makes every lane, hence every producer of the
-/// next layer, advance in every round: a lane that got nothing for many rounds held
-/// back the fixed windows' watermark downstream, and their accumulators piled up.
+/// next layer, advance in every round: a lane that got nothing for many rounds would
+/// hold back the fixed windows' watermark downstream, keeping windows open longer.
 fn lane_round<T, I>(
     lane: &mut (dyn LaneIn<T> + '_),
     told: &mut [bool],
