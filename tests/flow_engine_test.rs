@@ -1,0 +1,157 @@
+//! The engine's own properties with inputs large enough for source stages to pull
+//! their batches themselves (the first 4 096 events of a source are dealt by the
+//! driving thread; the ported suites and the property tests mostly stay below that).
+//! Results are compared with the same computation on std iterators; nothing here
+//! depends on timing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use stageflow::flow::{Flow, FlowError, Options, Unit, Window};
+
+const N: u64 = 200_000;
+
+#[test]
+fn several_iterators_pulled_by_the_stages_deliver_every_event_once() {
+    let iters = vec![0..N, N..N + 70_000, 5..17];
+    let mut got: Vec<u64> = Flow::from_iters_with(iters.clone(), Options::new().stages(3))
+        .map(|x| x * 3)
+        .filter(|x| x % 2 == 0)
+        .collect();
+    got.sort_unstable();
+    let mut want: Vec<u64> = iters
+        .into_iter()
+        .flatten()
+        .map(|x| x * 3)
+        .filter(|x| x % 2 == 0)
+        .collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn folds_over_pulled_sources_match_std() {
+    for stages in [1, 2, 5] {
+        let opts = || Options::new().stages(stages);
+        let sum: u64 = Flow::from_iter_with(0..N, opts())
+            .map(|x| x * 2)
+            .filter(|x| x % 3 == 0)
+            .sum();
+        assert_eq!(
+            sum,
+            (0..N).map(|x| x * 2).filter(|x| x % 3 == 0).sum::<u64>()
+        );
+        let count = Flow::from_iter_with(0..N, opts())
+            .flat_map(|x| [x, x])
+            .count();
+        assert_eq!(count, 2 * N as usize, "stages {stages}");
+    }
+}
+
+#[test]
+fn partitioned_reduce_over_pulled_sources_matches_std() {
+    let got: HashMap<u64, u64> = Flow::from_iter_with(0..N, Options::new().stages(3))
+        .map(|x| (x % 97, x))
+        .partition_by(Options::new().stages(4), |e: &(u64, u64)| e.0)
+        .reduce(HashMap::new, |mut m: HashMap<u64, u64>, (k, v)| {
+            *m.entry(k).or_default() += v;
+            m
+        })
+        .emit_events()
+        .collect();
+    let mut want: HashMap<u64, u64> = HashMap::new();
+    for x in 0..N {
+        *want.entry(x % 97).or_default() += x;
+    }
+    assert_eq!(got, want);
+}
+
+#[test]
+fn fixed_windows_fed_by_several_pulling_stages_close_every_window_once() {
+    // Event time t = i ms: the source stages pull interleaved runs of the input, and
+    // each partition stage closes a window once every source stage has moved past it.
+    let window = Window::fixed(1, Unit::Second, |e: &(u64, u64)| e.0 as i64);
+    let rows: Vec<(i64, u64, u64)> = Flow::from_iter_with(0..N, Options::new().stages(3))
+        .map(|i| (i, i % 5))
+        .partition_by(Options::new().stages(2).window(window), |e: &(u64, u64)| {
+            e.1
+        })
+        .reduce(BTreeMap::new, |mut m: BTreeMap<u64, u64>, (t, k)| {
+            *m.entry(k).or_default() += t;
+            m
+        })
+        .on_trigger(|m, info| {
+            (
+                m.into_iter().map(|(k, s)| (info.window, k, s)).collect(),
+                BTreeMap::new(),
+            )
+        })
+        .collect();
+    let mut got: BTreeMap<(i64, u64), u64> = BTreeMap::new();
+    for (w, k, s) in rows {
+        assert!(
+            got.insert((w, k), s).is_none(),
+            "window {w} key {k} emitted twice"
+        );
+    }
+    let mut want: BTreeMap<(i64, u64), u64> = BTreeMap::new();
+    for t in 0..N {
+        *want.entry(((t / 1000 * 1000) as i64, t % 5)).or_default() += t;
+    }
+    assert_eq!(got, want);
+}
+
+#[test]
+fn every_source_stage_takes_part_in_every_round() {
+    // Half of each round is shared out evenly among the source stages, so none of
+    // them starves (a starving producer would hold back fixed-window watermarks).
+    let per_stage: HashMap<usize, u64> =
+        Flow::from_iter_with(0..1_000_000u64, Options::new().stages(2))
+            .reduce(|| 0u64, |n, _| n + 1)
+            .on_trigger(|n, info| (vec![(info.index, n)], n))
+            .collect();
+    assert_eq!(per_stage.values().sum::<u64>(), 1_000_000);
+    for (stage, n) in &per_stage {
+        assert!(
+            *n >= 100_000,
+            "stage {stage} got only {n} of 1 000 000 events"
+        );
+    }
+}
+
+#[test]
+fn a_source_that_panics_after_the_first_round_reports_its_message() {
+    let source = (0..N).inspect(|i| {
+        if *i == 150_000 {
+            panic!("bad item {i}");
+        }
+    });
+    let err = Flow::from_iter_with(source, Options::new().stages(2))
+        .map(|x| x + 1)
+        .try_sum::<u64>()
+        .unwrap_err();
+    match err {
+        FlowError::Panic { place, message } => {
+            assert_eq!(place, "source");
+            assert_eq!(message, "bad item 150000");
+        }
+        other => panic!("expected a source panic, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_closure_that_panics_in_a_pulling_stage_names_the_stage() {
+    let err = Flow::from_iter_with(0..N, Options::new().stages(2))
+        .inspect(|x| assert!(*x != 123_456, "no {x}"))
+        .try_count()
+        .unwrap_err();
+    match err {
+        FlowError::Panic { place, message } => {
+            assert!(
+                place.starts_with("stage ") && place.ends_with(" of 2 in the source layer"),
+                "{place}"
+            );
+            assert_eq!(message, "no 123456");
+        }
+        other => panic!("expected a closure panic, got {other:?}"),
+    }
+}
