@@ -45,9 +45,10 @@
 //! take long), so memory stays bounded for endless input; only the reducers' state
 //! remains between rounds.
 //!
-//! The first round (4 096 events, rounded up to whole batches per stage) is pulled by the driving thread and dealt to the
-//! stages batch by batch in turn, so a small input is spread over the stages the same
-//! way on every run; later rounds go to whichever stage is ready. Stage sources
+//! The first round (4 096 events, rounded up to whole batches per stage) is pulled by
+//! the driving thread and dealt to the stages batch by batch in turn, so a small input
+//! is spread over the stages the same way on every run. In later rounds each source
+//! stage pulls an even share, and the rest goes to whichever stage is ready. Stage sources
 //! ([`Flow::from_stages`], [`Flow::through_stages`]) are always read by the driving
 //! thread: a flow waiting for stage events never holds a rayon worker that the flows
 //! feeding those stages may need.

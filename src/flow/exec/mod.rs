@@ -18,11 +18,11 @@
 //!
 //! Folds (`sum`, `count`, `for_each`, `run`) and `collect` run the driving loop on a
 //! pool worker (inside `rayon::scope`); a streaming `FlowIter` (`into_iter`) drives
-//! from the calling thread, which keeps its allocations in one arena (flatter peak RSS). No
-//! worker ever waits for another task other than by rayon's work-stealing join; a worker
-//! can wait inside a source's `next()` (an iterator that blocks), and a lane waits at
-//! most `PULL_WAIT` for the lock of a source another lane is pulling from, then leaves
-//! the rest of the round to it.
+//! from the calling thread, which keeps its allocations in one arena (flatter peak
+//! RSS). No worker ever waits for another task other than by rayon's work-stealing
+//! join; a worker can wait inside a source's `next()` (an iterator that blocks), and a
+//! lane waits at most `PULL_WAIT` for the lock of a source another lane is pulling
+//! from, then leaves the rest of the round to it.
 //!
 //! Memory: a round moves at most `MAX_ROUND_EVENTS` source events (`MAX_FOLD_ROUND_EVENTS`
 //! for folds; rounded to whole batches per lane) through the tree, and at most two rounds
@@ -49,9 +49,10 @@ pub(crate) const MAX_ROUND_EVENTS: usize = 1 << 16;
 pub(crate) const MAX_FOLD_ROUND_EVENTS: usize = 1 << 18;
 
 /// The first round of a source (dealt by the driving thread), and its smallest round
-/// (both rounded up to whole batches per lane). Rounds adapt to last about [`ROUND_TARGET`]: cheap events get
-/// large rounds (the fork/join and wake-ups of a round cost tens of microseconds),
-/// costly ones small rounds (less data in flight, timers checked more often).
+/// (both rounded up to whole batches per lane). Rounds adapt to last about
+/// [`ROUND_TARGET`]: cheap events get large rounds (the fork/join and wake-ups of a
+/// round cost tens of microseconds), costly ones small rounds (less data in flight,
+/// timers checked more often).
 pub(crate) const MIN_ROUND_EVENTS: usize = 1 << 12;
 
 /// How long a round should take: the time from planning a round to settling it, so it
@@ -60,10 +61,10 @@ pub(crate) const MIN_ROUND_EVENTS: usize = 1 << 12;
 /// (periodic windows and triggers, lateness) are checked once per round.
 pub(crate) const ROUND_TARGET: std::time::Duration = std::time::Duration::from_micros(5000);
 
-/// Batches are allocated on one thread and freed on another; glibc's
-/// malloc returns the freed top of its heap to the OS once more than 128 KiB are free
-/// (the default trim threshold), so every round page-faulted its memory back in (it
-/// was most of the system time of a flow). glibc raises its mmap and trim thresholds
+/// Batches are allocated on one thread and freed on another; glibc's malloc returns
+/// the freed top of its heap to the OS once more than 128 KiB are free (the default
+/// trim threshold), so every round page-faulted its memory back in (it was most of the
+/// system time of a flow). glibc raises its mmap and trim thresholds
 /// to the size of the largest mmap-ed block freed so far: allocating and freeing one
 /// untouched 16 MiB block once does that (nothing is written, so nothing is faulted
 /// in). Elsewhere this is one harmless allocation.
