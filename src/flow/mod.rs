@@ -47,11 +47,11 @@
 //!
 //! The first round (4 096 events, rounded up to whole batches per stage) is pulled by
 //! the driving thread and dealt to the stages batch by batch in turn, so a small input
-//! is spread over the stages the same way on every run. In later rounds each source
-//! stage pulls an even share, and the rest goes to whichever stage is ready. Stage sources
-//! ([`Flow::from_stages`], [`Flow::through_stages`]) are always read by the driving
-//! thread: a flow waiting for stage events never holds a rayon worker that the flows
-//! feeding those stages may need.
+//! is spread over the stages the same way on every run. In later rounds half of each
+//! round is shared out evenly among the source stages and the other half goes to
+//! whichever stage is ready. Stage sources ([`Flow::from_stages`],
+//! [`Flow::through_stages`]) are always read by the driving thread: a flow waiting for
+//! stage events never holds a rayon worker that the flows feeding those stages may need.
 //!
 //! # The boundary rule
 //!
