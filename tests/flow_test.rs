@@ -90,6 +90,13 @@ fn errors_on_mapper_after_emit() {
         .map(|x| x);
     assert!(build_error(f)
         .starts_with("map/2 cannot be called after group_by/reduce/emit_and_reduce operation"));
+    let f = Flow::from_iter(vec![(1u64, 1u64)])
+        .reduce(|| (0, 0), |a, x| (a.0 + x.0, a.1 + x.1))
+        .emit_state()
+        .map_values(|v| v * 2);
+    assert!(build_error(f).starts_with(
+        "map_values/2 cannot be called after group_by/reduce/emit_and_reduce operation"
+    ));
     let f = Flow::from_iter(vec![1u64])
         .reduce(|| 0, |a, x| a + x)
         .emit_state()

@@ -1153,6 +1153,32 @@ where
     })
 }
 
+impl<'a, K: Send + 'a, V: Send + 'a> Flow<'a, (K, V)> {
+    /// Applies `f` to the value of every `(key, value)` event (Elixir's `map_values/2`:
+    /// a plain mapper despite its doc's mention of state, so like `map` it cannot
+    /// follow a reducer in the same layer).
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Options};
+    /// let v: Vec<(char, u32)> =
+    ///     Flow::from_iter_with([('a', 1), ('b', 2), ('c', 3), ('d', 4), ('e', 5)], Options::new().stages(1))
+    ///         .map_values(|v| v * 2)
+    ///         .collect();
+    /// assert_eq!(v, [('a', 2), ('b', 4), ('c', 6), ('d', 8), ('e', 10)]);
+    /// ```
+    pub fn map_values<W, F>(self, f: F) -> Flow<'a, (K, W)>
+    where
+        W: Send + 'a,
+        F: Fn(V) -> W + Send + Sync + 'a,
+    {
+        let f = Arc::new(f);
+        self.then("map_values/2", move || {
+            let f = f.clone();
+            move |v: Vec<(K, V)>| v.into_iter().map(|(k, x)| (k, f(x))).collect()
+        })
+    }
+}
+
 /// Streams a flow's output as it is emitted; dropping it stops the flow.
 ///
 /// ```
