@@ -209,7 +209,7 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
     /// watermark is checked, as after every batch in Elixir.
     fn fixed_piece(&mut self, from: usize, items: &mut std::vec::IntoIter<T>, len: usize) {
         let Mode::Fixed { d, by, .. } = &mut self.mode else {
-            unreachable!("fixed_piece on a fixed window")
+            unreachable!("fixed_piece is only called for fixed windows")
         };
         let (d, by) = (*d, by.clone());
         let mut bounds: Vec<(usize, i64)> = Vec::new();
