@@ -913,13 +913,19 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         };
         let mut built = self.start(sink, &cx)?;
         // The driver runs on a pool worker: lane jobs it spawns go to its own deque and
-        // it runs them itself when its pull is done, instead of sleeping until a
-        // woken worker has (one wake-up less per round).
+        // it runs them itself, instead of sleeping until a woken worker has (one
+        // wake-up less per round). Not when it reads stage streams (Node::reads_stages).
         let node = &mut built.node;
-        rayon::scope(|_| -> Result<(), FlowError> {
+        let stages = node.reads_stages();
+        let mut drive = move || -> Result<(), FlowError> {
             while !exec::round(node)? {}
             Ok(())
-        })?;
+        };
+        if stages {
+            drive()?;
+        } else {
+            rayon::scope(|_| drive())?;
+        }
         drop(built);
         let v = std::mem::take(&mut *out.lock());
         Ok((v, report(&cx)))
@@ -1046,6 +1052,14 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
     /// ```
     pub fn try_collect<B: FromIterator<T>>(self) -> Result<B, FlowError> {
         let mut it = self.into_iter();
+        if it.node.as_ref().is_some_and(|n| n.reads_stages()) {
+            // Stage streams are read by the driving thread: stay on this one.
+            let out: B = (&mut it).collect();
+            return match it.take_error() {
+                Some(e) => Err(e),
+                None => Ok(out),
+            };
+        }
         // Driven from a pool worker, as the folds are: each round then starts without
         // waking the calling thread and preempting a worker for it (W6: 6% faster).
         // The events are gathered in a Vec there (B need not be Send).

@@ -185,6 +185,11 @@ pub(crate) trait Node: Send {
     /// Runs after the round's tasks; returns true once the node has finished (its
     /// lanes fired their last triggers and routed everything downstream).
     fn settle(&mut self) -> Result<bool, FlowError>;
+    /// Whether a source of this tree is a stage stream, read by the driving thread:
+    /// then the driving loop stays on the caller's thread, so that a flow waiting for
+    /// stage events never holds a pool worker (the flows feeding those stages may need
+    /// every one, and a pool may have a single worker).
+    fn reads_stages(&self) -> bool;
 }
 
 /// Adds `task` to the tasks of lane `i`.

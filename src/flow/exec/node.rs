@@ -343,6 +343,10 @@ where
         }
         Ok(false)
     }
+
+    fn reads_stages(&self) -> bool {
+        self.pull == Pull::Driver
+    }
 }
 
 /// A layer fed by the routers of one or more upstream nodes. Its lanes process what
@@ -428,5 +432,9 @@ impl<'a, T: Send + 'a> Node for LayerNode<'a, T> {
         let all = self.ups_done.iter().all(|d| *d);
         self.pending = Some((self.inbox.take(), all));
         Ok(false)
+    }
+
+    fn reads_stages(&self) -> bool {
+        self.ups.iter().any(|u| u.reads_stages())
     }
 }
