@@ -17,9 +17,9 @@
 //! runs the next one in the same region.
 //!
 //! Folds (`sum`, `count`, `for_each`, `run`) and `collect` run the driving loop on a
-//! pool worker (inside `rayon::scope`); a streaming `FlowIter` (`into_iter`) drives
-//! from the calling thread, which keeps its allocations in one arena (flatter peak
-//! RSS). No worker ever waits for another task other than by rayon's work-stealing
+//! pool worker (inside `rayon::scope`), unless the tree reads stage streams
+//! ([`Node::reads_stages`]); a streaming `FlowIter` (`into_iter`) drives from the
+//! calling thread, which keeps its allocations in one arena (flatter peak RSS). No worker ever waits for another task other than by rayon's work-stealing
 //! join; a worker can wait inside a source's `next()` (an iterator that blocks), and a
 //! lane waits at most `PULL_WAIT` for the lock of a source another lane is pulling
 //! from, then leaves the rest of the round to it.
