@@ -314,6 +314,12 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
     /// A flow reading one iterator, in batches of `max_demand - min_demand` events
     /// (default options).
     ///
+    /// The source stages call the iterator's `next()` themselves, on rayon's workers
+    /// (one at a time, under a lock), as `par_bridge` does. An iterator that waits for
+    /// another thread holds a worker while it waits; one that waits for work the same
+    /// rayon pool must do can deadlock it. Read such sources through a producer stage
+    /// with [`Flow::from_stages`], whose streams are read by the driving thread.
+    ///
     /// ```
     /// use stageflow::flow::Flow;
     /// let v: Vec<u32> = Flow::from_iter(vec![1, 2, 3]).map(|x| x * 2).collect();
