@@ -244,11 +244,19 @@ pub(crate) fn lane_task<'s, 'a: 's, T: Send + 'a>(
                 lane.finish();
             }
         }))
-        .map_err(|p| FlowError::Panic {
-            place: format!("stage {i} of {total} in {place}"),
-            message: panic_message(p),
-        })
+        .map_err(|p| lane_panic((i, total, place), p))
     })
+}
+
+/// The error for a panic caught in lane `i` of `total` of the layer `place`.
+pub(crate) fn lane_panic(
+    (i, total, place): (usize, usize, &str),
+    p: Box<dyn std::any::Any + Send>,
+) -> FlowError {
+    FlowError::Panic {
+        place: format!("stage {i} of {total} in {place}"),
+        message: panic_message(p),
+    }
 }
 
 pub(crate) type BoxNode<'a> = Box<dyn Node + 'a>;

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use crate::flow::error::{panic_message, FlowError};
 use crate::flow::exec::{
-    lane_task, push_task, run_lanes, BoxNode, Cols, Envelope, Inbox, LaneIn, Msg, Node,
+    lane_panic, lane_task, push_task, run_lanes, BoxNode, Cols, Envelope, Inbox, LaneIn, Msg, Node,
     MIN_ROUND_EVENTS, ROUND_TARGET,
 };
 
@@ -189,19 +189,13 @@ where
                 lane.producer_done(j);
             }
         }))
-        .map_err(|p| lane_panic(i, total, p))?;
+        .map_err(|p| lane_panic((i, total, SOURCE_PLACE), p))?;
         if empty {
             break;
         }
     }
-    catch_unwind(AssertUnwindSafe(|| lane.tick())).map_err(|p| lane_panic(i, total, p))
-}
-
-fn lane_panic(i: usize, total: usize, p: Box<dyn std::any::Any + Send>) -> FlowError {
-    FlowError::Panic {
-        place: format!("stage {i} of {total} in {SOURCE_PLACE}"),
-        message: panic_message(p),
-    }
+    catch_unwind(AssertUnwindSafe(|| lane.tick()))
+        .map_err(|p| lane_panic((i, total, SOURCE_PLACE), p))
 }
 
 impl<'a, I> SourceNode<'a, I>
