@@ -198,7 +198,7 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
             }
             Mode::Fixed { .. } => {
                 let len = items.len();
-                self.fixed_piece(from, &mut items.into_iter(), len);
+                self.fixed_piece(from, &mut items.drain(..), len);
             }
         }
     }
@@ -207,7 +207,7 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
     /// of consecutive events of one window goes to the chain straight from `items`
     /// (no copy into a vector of its own unless the chain needs one), then the
     /// watermark is checked, as after every batch in Elixir.
-    fn fixed_piece(&mut self, from: usize, items: &mut std::vec::IntoIter<T>, len: usize) {
+    fn fixed_piece(&mut self, from: usize, items: &mut std::vec::Drain<'_, T>, len: usize) {
         let Mode::Fixed { d, by, .. } = &mut self.mode else {
             unreachable!("fixed_piece is only called for fixed windows")
         };
@@ -306,28 +306,29 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
 }
 
 impl<'a, T: Send + 'a> LaneIn<T> for Entry<'a, T> {
-    fn batch(&mut self, from: usize, items: Vec<T>) {
-        if items.len() <= self.batch_size || self.loose {
+    fn batch(&mut self, from: usize, mut items: Vec<T>) -> Vec<T> {
+        // GenStage hands a stage at most max_demand - min_demand events at a time.
+        let bs = self.batch_size;
+        if matches!(self.mode, Mode::Fixed { .. }) {
+            // Fixed windows take each piece straight from the batch, and give the
+            // batch's allocation back.
+            let mut run = items.drain(..);
+            while run.len() > 0 {
+                let len = run.len().min(bs);
+                self.fixed_piece(from, &mut run, len);
+            }
+            drop(run);
+            return items;
+        }
+        if items.len() <= bs || self.loose {
             // Loose: nothing in this lane can tell batch boundaries apart (a global
             // window without punctuation or timers, no map_batch), so a larger batch
             // is processed whole, saving a copy.
             self.chunk(from, items);
-            return;
-        }
-        // GenStage hands a stage at most max_demand - min_demand events at a time.
-        let bs = self.batch_size;
-        if matches!(self.mode, Mode::Fixed { .. }) {
-            // Fixed windows take each piece straight from the batch.
-            let mut items = items.into_iter();
-            while items.len() > 0 {
-                let len = items.len().min(bs);
-                self.fixed_piece(from, &mut items, len);
-            }
-            return;
+            return Vec::new();
         }
         // Cut from the back so that each piece is one memcpy and the first keeps the
         // original allocation.
-        let mut items = items;
         let mut pieces = Vec::with_capacity(items.len() / bs + 1);
         while items.len() > bs {
             let at = (items.len() - 1) / bs * bs;
@@ -337,6 +338,7 @@ impl<'a, T: Send + 'a> LaneIn<T> for Entry<'a, T> {
         for piece in pieces.into_iter().rev() {
             self.chunk(from, piece);
         }
+        Vec::new()
     }
 
     fn producer_done(&mut self, from: usize) {

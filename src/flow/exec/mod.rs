@@ -16,18 +16,22 @@
 //! task processes what its upstream routed in the previous round, while the upstream
 //! runs the next one in the same region.
 //!
-//! Folds (`sum`, `count`, `for_each`, `run`) and `collect` run the driving loop on a
-//! pool worker (inside `rayon::scope`), unless the tree reads stage streams
-//! ([`Node::reads_stages`]); a streaming `FlowIter` (`into_iter`) drives from the
-//! calling thread, which keeps its allocations in one arena (flatter peak RSS). No worker ever waits for another task other than by rayon's work-stealing
-//! join; a worker can wait inside a source's `next()` (an iterator that blocks), and a
-//! lane waits at most `PULL_WAIT` for the lock of a source another lane is pulling
-//! from, then leaves the rest of the round to it.
+//! Folds (`sum`, `count`, `for_each`, `run`) and `collect` run inside the last
+//! layer's lanes (`collect` keeps each lane's output there until the end) and run the
+//! driving loop on a pool worker (inside `rayon::scope`), unless the tree reads stage
+//! streams ([`Node::reads_stages`]); a streaming `FlowIter` (`into_iter`) drives from
+//! the calling thread, which keeps its allocations in one arena (flatter peak RSS).
+//! No worker ever waits for another task other than by rayon's work-stealing join; a
+//! worker can wait inside a source's `next()` (an iterator that blocks), and a lane
+//! waits at most `PULL_WAIT` for the lock of a source another lane is pulling from,
+//! then leaves the rest of the round to it.
 //!
-//! Memory: a round moves at most `MAX_ROUND_EVENTS` source events (`MAX_FOLD_ROUND_EVENTS`
-//! for folds; rounded to whole batches per lane) through the tree, and at most two rounds
-//! per layer are in flight, so in-flight data is bounded independently of the input
-//! length; what stays is the reducers' state.
+//! Memory: a round moves at most `MAX_ROUND_EVENTS` source events
+//! (`MAX_FOLD_ROUND_EVENTS` for folds other than `collect`; rounded to whole batches
+//! per lane) through the tree, and at most two rounds per layer are in flight, so
+//! in-flight data is bounded independently of the input length; what stays is the
+//! reducers' state (and, for `collect`, its output). Inboxes keep the allocations of
+//! consumed batches up to one round's worth.
 
 pub(crate) mod entry;
 pub(crate) mod node;
@@ -43,9 +47,12 @@ use crate::flow::error::{panic_message, FlowError};
 use crate::flow::window::{TriggerName, WindowKind};
 
 /// Source events per round (rounded up to whole batches): the bound on in-flight data.
+/// Also `collect`'s: W6 (which collects) ran 10% slower with rounds of 2^17 and more,
+/// whose data no longer stayed in the cores' caches between layers.
 pub(crate) const MAX_ROUND_EVENTS: usize = 1 << 16;
 
-/// [`MAX_ROUND_EVENTS`] for folds (`sum`, `count`, `for_each`, `run`).
+/// [`MAX_ROUND_EVENTS`] for folds (`sum`, `count`, `for_each`, `run`): fewer rounds,
+/// fewer wake-ups of the other workers.
 pub(crate) const MAX_FOLD_ROUND_EVENTS: usize = 1 << 18;
 
 /// The first round of a source (dealt by the driving thread), and its smallest round
@@ -90,7 +97,7 @@ pub(crate) trait Sink<T>: Send {
     /// Events of window `w` taken one by one from a larger batch (fixed windows hand
     /// each window's run over this way); sinks that consume events one at a time
     /// override it to skip collecting them into a vector of their own.
-    fn events_from(&mut self, w: i64, events: &mut Run<'_, T>) {
+    fn events_from(&mut self, w: i64, events: &mut Run<'_, '_, T>) {
         self.events(w, events.collect())
     }
     /// Events a reducer emitted for trigger `name` of window `w`.
@@ -108,8 +115,9 @@ pub(crate) trait Sink<T>: Send {
     }
 }
 
-/// A run of events taken from a batch in order ([`Sink::events_from`]).
-pub(crate) type Run<'r, T> = std::iter::Take<&'r mut std::vec::IntoIter<T>>;
+/// A run of events taken from a batch in order ([`Sink::events_from`]). Drained, so
+/// that the batch's allocation can go back to its inbox's spares.
+pub(crate) type Run<'r, 'd, T> = std::iter::Take<&'r mut std::vec::Drain<'d, T>>;
 
 pub(crate) type BoxSink<'a, T> = Box<dyn Sink<T> + 'a>;
 /// Builds the chain of one lane.
@@ -131,14 +139,44 @@ pub(crate) struct Envelope<T> {
 /// The input queues of a layer, one per lane, filled by the upstream lanes' routers
 /// during the upstream round and emptied by this layer's round. Bounded by one round of
 /// upstream output. Locked once per routed batch, never per event.
+///
+/// It also keeps the allocations of batches its lanes have consumed, for the routers
+/// to fill again. Without them, a batch allocated by one worker was freed by another:
+/// glibc then takes the allocating thread's arena lock, and on W6 most context switches
+/// were threads sleeping on that lock (perf, `-e context-switches`).
 pub(crate) struct Inbox<T> {
     lanes: Vec<Mutex<Vec<Envelope<T>>>>,
+    /// Per pool worker: a batch's allocation goes back to the worker that consumed
+    /// it, and that worker's routers fill it next, while it may still be in its cache.
+    spares: Vec<Mutex<Spares<T>>>,
+    /// Most elements (summed capacities) the spares may hold: what one round had in
+    /// flight, so keeping them adds no memory that the round did not already need.
+    spare_limit: usize,
+}
+
+struct Spares<T> {
+    bufs: Vec<Vec<T>>,
+    elems: usize,
 }
 
 impl<T> Inbox<T> {
+    /// An inbox that keeps no spare allocations.
     pub fn new(lanes: usize) -> Arc<Self> {
+        Self::recycling(lanes, 0)
+    }
+    /// An inbox that keeps up to `spare_limit` elements of consumed batches' capacity.
+    pub fn recycling(lanes: usize, spare_limit: usize) -> Arc<Self> {
         Arc::new(Inbox {
             lanes: (0..lanes).map(|_| Mutex::new(Vec::new())).collect(),
+            spares: (0..rayon::current_num_threads().max(1))
+                .map(|_| {
+                    Mutex::new(Spares {
+                        bufs: Vec::new(),
+                        elems: 0,
+                    })
+                })
+                .collect(),
+            spare_limit: spare_limit / rayon::current_num_threads().max(1),
         })
     }
     pub fn lanes(&self) -> usize {
@@ -146,6 +184,43 @@ impl<T> Inbox<T> {
     }
     pub fn push(&self, lane: usize, env: Envelope<T>) {
         self.lanes[lane].lock().push(env);
+    }
+    /// `n` empty vectors with room for `cap` elements each: spares first (the most
+    /// recently returned, likeliest to be in cache), then new ones.
+    pub fn buffers(&self, n: usize, cap: usize) -> Vec<Vec<T>> {
+        let mut out = Vec::with_capacity(n);
+        if self.spare_limit > 0 {
+            let mut s = self.my_spares().lock();
+            while out.len() < n {
+                let Some(b) = s.bufs.pop() else { break };
+                s.elems -= b.capacity();
+                out.push(b);
+            }
+        }
+        for b in &mut out {
+            b.reserve(cap);
+        }
+        out.resize_with(n, || Vec::with_capacity(cap));
+        out
+    }
+    /// Keeps the allocation of a consumed batch for [`Inbox::buffers`], if there is
+    /// room; otherwise it is freed here.
+    pub fn recycle(&self, mut buf: Vec<T>) {
+        if buf.capacity() == 0 || self.spare_limit == 0 {
+            return;
+        }
+        buf.clear();
+        let mut s = self.my_spares().lock();
+        if s.elems + buf.capacity() <= self.spare_limit {
+            s.elems += buf.capacity();
+            s.bufs.push(buf);
+            return;
+        }
+        drop(s);
+    }
+    fn my_spares(&self) -> &Mutex<Spares<T>> {
+        let i = rayon::current_thread_index().unwrap_or(0);
+        &self.spares[i % self.spares.len()]
     }
     /// Takes every lane's messages, each in FIFO order per producer.
     pub fn take(&self) -> Vec<Vec<Envelope<T>>> {
@@ -164,7 +239,9 @@ impl<T> Inbox<T> {
 
 /// The input side of a lane: window logic in front of the lane's chain.
 pub(crate) trait LaneIn<T>: Send {
-    fn batch(&mut self, from: usize, items: Vec<T>);
+    /// Processes a batch; returns its allocation if the lane emptied it without
+    /// keeping it (for the inbox's spares), else an unallocated vector.
+    fn batch(&mut self, from: usize, items: Vec<T>) -> Vec<T>;
     fn producer_done(&mut self, from: usize);
     /// Lets timers fire (periodic windows and triggers, lateness).
     fn tick(&mut self);
@@ -225,17 +302,24 @@ pub(crate) fn run_tasks(tasks: Vec<Task<'_>>) -> Result<(), FlowError> {
 
 /// The task that feeds `msgs` to `lane`, lets its timers fire and, if `finish`, fires
 /// its last triggers; a panic in user code becomes `FlowError::Panic` naming the lane.
+/// Emptied batches go back to `spares` (the inbox they came from).
 pub(crate) fn lane_task<'s, 'a: 's, T: Send + 'a>(
     (i, total, place): (usize, usize, &'s str),
     lane: &'s mut Box<dyn LaneIn<T> + 'a>,
     msgs: Vec<Envelope<T>>,
     finish: bool,
+    spares: Option<&'s Inbox<T>>,
 ) -> Task<'s> {
     Box::new(move || {
         catch_unwind(AssertUnwindSafe(|| {
             for env in msgs {
                 match env.msg {
-                    Msg::Batch(items) => lane.batch(env.from, items),
+                    Msg::Batch(items) => {
+                        let buf = lane.batch(env.from, items);
+                        if let Some(inbox) = spares {
+                            inbox.recycle(buf);
+                        }
+                    }
                     Msg::Done => lane.producer_done(env.from),
                 }
             }
@@ -303,7 +387,7 @@ pub(crate) fn run_lanes<'a, T: Send + 'a>(
         .iter_mut()
         .zip(msgs)
         .enumerate()
-        .map(|(i, (lane, m))| lane_task((i, total, place), lane, m, finish))
+        .map(|(i, (lane, m))| lane_task((i, total, place), lane, m, finish, None))
         .collect();
     run_tasks(tasks)
 }

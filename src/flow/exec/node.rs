@@ -180,7 +180,7 @@ where
         let empty = items.is_empty();
         catch_unwind(AssertUnwindSafe(|| {
             if !empty {
-                lane.batch(k, items);
+                drop(lane.batch(k, items));
             }
             // After the lane's last batch from them: fixed windows stop waiting for
             // these producers' watermarks.
@@ -278,7 +278,11 @@ where
         if self.pull == Pull::Driver || std::mem::take(&mut self.first) {
             let msgs = self.deal(total)?;
             for (i, (lane, m)) in self.lanes.iter_mut().zip(msgs).enumerate() {
-                push_task(cols, i, lane_task((i, n, SOURCE_PLACE), lane, m, false));
+                push_task(
+                    cols,
+                    i,
+                    lane_task((i, n, SOURCE_PLACE), lane, m, false, None),
+                );
             }
             return Ok(());
         }
@@ -392,6 +396,7 @@ impl<'a, T: Send + 'a> Node for LayerNode<'a, T> {
             name,
             pending,
             finishing,
+            inbox,
             ..
         } = self;
         let n = lanes.len();
@@ -399,7 +404,11 @@ impl<'a, T: Send + 'a> Node for LayerNode<'a, T> {
         if let Some((msgs, all)) = pending.take() {
             *finishing = all;
             for (i, (lane, m)) in lanes.iter_mut().zip(msgs).enumerate() {
-                push_task(cols, i, lane_task((i, n, name.as_str()), lane, m, all));
+                push_task(
+                    cols,
+                    i,
+                    lane_task((i, n, name.as_str()), lane, m, all, Some(&**inbox)),
+                );
             }
             if all {
                 return Ok(());

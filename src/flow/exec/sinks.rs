@@ -142,11 +142,12 @@ where
 {
     #[inline]
     fn events(&mut self, w: i64, batch: Vec<U>) {
-        let mut all = batch.into_iter();
+        let mut batch = batch;
+        let mut all = batch.drain(..);
         let n = all.len();
         self.events_from(w, &mut all.by_ref().take(n))
     }
-    fn events_from(&mut self, w: i64, events: &mut Run<'_, U>) {
+    fn events_from(&mut self, w: i64, events: &mut Run<'_, '_, U>) {
         let mut acc = self.accs.take(w).unwrap_or_else(|| (self.init)());
         let f = &*self.f;
         for x in events {
@@ -218,16 +219,18 @@ pub(crate) struct PartitionRouter<T, H> {
 
 impl<T: Send, H> Sink<T> for PartitionRouter<T, H>
 where
-    H: Fn(&T) -> Option<usize> + Send + Sync,
+    H: Fn(&T, usize) -> Option<usize> + Send + Sync,
 {
     fn events(&mut self, _w: i64, batch: Vec<T>) {
         let n = self.inbox.lanes();
+        let len = batch.len();
         // Room for an even share and a quarter more: most buckets never grow.
-        let per = batch.len() / n + batch.len() / (4 * n) + 1;
-        let mut buckets: Vec<Vec<T>> = (0..n).map(|_| Vec::with_capacity(per)).collect();
+        let per = len / n + len / (4 * n) + 1;
+        let mut buckets = self.inbox.buffers(n, per);
         let mut discarded = 0u64;
+        let hash = &*self.hash;
         for x in batch {
-            match (self.hash)(&x) {
+            match hash(&x, n) {
                 Some(p) if p < n => buckets[p].push(x),
                 Some(p) => panic!(
                     "the partition hash returned partition {p}, but the layer has {n} stages (0..{n})"
@@ -240,7 +243,9 @@ where
         }
         self.seq += 1;
         for (p, b) in buckets.into_iter().enumerate() {
-            if !b.is_empty() {
+            if b.is_empty() {
+                self.inbox.recycle(b);
+            } else {
                 self.inbox.push(
                     p,
                     Envelope {
@@ -382,12 +387,18 @@ impl<S: Send> Sink<S> for TagRouter<S> {
     }
 }
 
-/// A terminal fold run inside the lanes (`sum`, `count`, `for_each`, `run`): per-batch
-/// partial results, handed to a shared list once per lane at the end.
+/// Every stage's partial results, tagged with the stage's index.
+pub(crate) type Partials<R> = Arc<Mutex<Vec<(usize, Vec<R>)>>>;
+
+/// A terminal fold run inside the lanes (`sum`, `count`, `for_each`, `run`, and
+/// `collect`, whose partial results are the batches themselves): per-batch partial
+/// results, handed to a shared list once per lane at the end.
 pub(crate) struct FoldSink<T, R, F> {
     pub f: Arc<F>,
+    /// The stage's index, so that partial results can be put in stage order.
+    pub lane: usize,
     pub partials: Vec<R>,
-    pub out: Arc<Mutex<Vec<R>>>,
+    pub out: Partials<R>,
     pub _t: PhantomData<fn(T)>,
 }
 
@@ -403,6 +414,7 @@ where
     }
     fn trigger(&mut self, _w: i64, _name: &TriggerName, _complete: bool) {}
     fn finish(&mut self) {
-        self.out.lock().append(&mut self.partials);
+        let partials = std::mem::take(&mut self.partials);
+        self.out.lock().push((self.lane, partials));
     }
 }

@@ -245,7 +245,7 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
                 let n = r.stages;
                 let inbox = Inbox::<Side<L, R>>::new(n);
                 let (lk2, rk2) = (lk.clone(), rk.clone());
-                let hash = Arc::new(move |e: &Side<L, R>| {
+                let hash = Arc::new(move |e: &Side<L, R>, n: usize| {
                     Some(match e {
                         Side::Left(l) => partition_of(&lk2(l), n),
                         Side::Right(r) => partition_of(&rk2(r), n),
