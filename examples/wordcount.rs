@@ -36,12 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let top: Vec<Vec<(&str, u64)>> = Flow::from_iters(texts.iter().map(|t| t.lines()))
         .flat_map(|line: &str| line.split_whitespace())
         .partition(Options::new())
-        .reduce(
+        .reduce_mut(
             HashMap::<&str, u64, FxBuildHasher>::default,
-            |mut counts, word| {
-                *counts.entry(word).or_insert(0) += 1;
-                counts
-            },
+            |counts, word| *counts.entry(word).or_insert(0) += 1,
         )
         .take_sort_by(20, |a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)))
         .try_collect()?;

@@ -101,10 +101,10 @@ fn fixed_windows_fed_by_several_pulling_stages_close_every_window_once() {
 }
 
 #[test]
-fn fixed_windows_reduced_in_pieces_match_std() {
-    // Partition stages whose batch size (max_demand 300) cuts every routed batch
-    // into pieces: each piece's runs are drained from the batch, whose allocation
-    // then goes back to the inbox for the routers to fill again.
+fn fixed_windows_reduced_in_place_in_pieces_match_std() {
+    // reduce_mut, and partition stages whose batch size (max_demand 300) cuts every
+    // routed batch into pieces: each piece's runs are drained from the batch, whose
+    // allocation then goes back to the inbox for the routers to fill again.
     let window = Window::fixed(1, Unit::Second, |e: &(u64, u64)| e.0 as i64);
     let rows: Vec<(i64, u64, u64)> = Flow::from_iter_with(0..N, Options::new().stages(3))
         .map(|i| (i, i % 5))
@@ -112,9 +112,8 @@ fn fixed_windows_reduced_in_pieces_match_std() {
             Options::new().stages(2).max_demand(300).window(window),
             |e: &(u64, u64)| e.1,
         )
-        .reduce(BTreeMap::new, |mut m: BTreeMap<u64, u64>, (t, k)| {
+        .reduce_mut(BTreeMap::new, |m: &mut BTreeMap<u64, u64>, (t, k)| {
             *m.entry(k).or_default() += t;
-            m
         })
         .on_trigger(|m, info| {
             (

@@ -88,6 +88,32 @@ proptest! {
     }
 
     #[test]
+    fn reduce_mut_matches_reduce_and_std((xs, stages, parts, md) in setup()) {
+        let by_value: Vec<(u32, u64)> = src(&xs, stages, md)
+            .partition_by(Options::new().stages(parts).max_demand(md + 1), |x| x % 7)
+            .reduce(BTreeMap::new, |mut m: BTreeMap<u32, u64>, x| {
+                *m.entry(x % 7).or_default() += x as u64;
+                m
+            })
+            .emit_events()
+            .collect();
+        let in_place: Vec<(u32, u64)> = src(&xs, stages, md)
+            .partition_by(Options::new().stages(parts).max_demand(md + 1), |x| x % 7)
+            .reduce_mut(BTreeMap::new, |m: &mut BTreeMap<u32, u64>, x| {
+                *m.entry(x % 7).or_default() += x as u64;
+            })
+            .emit_events()
+            .collect();
+        let mut want: BTreeMap<u32, u64> = BTreeMap::new();
+        for &x in &xs {
+            *want.entry(x % 7).or_default() += x as u64;
+        }
+        let want: Vec<(u32, u64)> = want.into_iter().collect();
+        prop_assert_eq!(sorted(by_value), want.clone());
+        prop_assert_eq!(sorted(in_place), want);
+    }
+
+    #[test]
     fn emit_and_reduce_emits_every_event((xs, stages, parts, md) in setup()) {
         let got: Vec<u32> = src(&xs, stages, md)
             .partition(Options::new().stages(parts))

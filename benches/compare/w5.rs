@@ -58,10 +58,7 @@ pub fn workload(events: Option<u64>) -> Workload {
             let counts: Vec<(&str, u64)> = Flow::from_iter(text.lines())
                 .flat_map(|line: &str| line.split(' '))
                 .partition(Options::new())
-                .reduce(Counts::default, |mut m, w| {
-                    *m.entry(w).or_insert(0) += 1;
-                    m
-                })
+                .reduce_mut(Counts::default, |m, w| *m.entry(w).or_insert(0) += 1)
                 .emit_events()
                 .try_collect()
                 .map_err(|e| e.to_string())?;

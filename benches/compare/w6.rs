@@ -44,12 +44,9 @@ pub fn workload(events: Option<u64>) -> Workload {
             let rows: Vec<(i64, u64, u64)> = Flow::from_iter(0..n)
                 .map(|i| (i, i % 8, i % 1000))
                 .partition_by(Options::new().window(window), |e: &Event| e.1)
-                .reduce(
+                .reduce_mut(
                     HashMap::<u64, u64, FxBuildHasher>::default,
-                    |mut m, e: Event| {
-                        *m.entry(e.1).or_insert(0) += e.2;
-                        m
-                    },
+                    |m, e: Event| *m.entry(e.1).or_insert(0) += e.2,
                 )
                 .on_trigger(|m, info| {
                     (

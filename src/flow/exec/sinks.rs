@@ -114,7 +114,48 @@ impl<A> Accs<A> {
     }
 }
 
-/// `reduce`: folds every event of a window into that window's accumulator.
+/// How a reducer folds a run of events into its accumulator: by value (`reduce`) or
+/// in place (`reduce_mut`, `group_by`).
+pub(crate) trait Fold<A, U>: Send + Sync {
+    fn fold(&self, acc: A, events: &mut Run<'_, '_, U>) -> A;
+}
+
+/// `reduce`'s fold: `acc = f(acc, event)`.
+pub(crate) struct ByValue<F>(pub F);
+
+impl<A, U, F> Fold<A, U> for ByValue<F>
+where
+    F: Fn(A, U) -> A + Send + Sync,
+{
+    #[inline]
+    fn fold(&self, mut acc: A, events: &mut Run<'_, '_, U>) -> A {
+        for x in events {
+            acc = (self.0)(acc, x);
+        }
+        acc
+    }
+}
+
+/// `reduce_mut`'s fold: `f(&mut acc, event)`. The accumulator stays in one place for
+/// the whole run; passed by value, a hash map is copied through the stack at every
+/// event, and its next lookup waits for that copy.
+pub(crate) struct InPlace<F>(pub F);
+
+impl<A, U, F> Fold<A, U> for InPlace<F>
+where
+    F: Fn(&mut A, U) + Send + Sync,
+{
+    #[inline]
+    fn fold(&self, mut acc: A, events: &mut Run<'_, '_, U>) -> A {
+        for x in events {
+            (self.0)(&mut acc, x);
+        }
+        acc
+    }
+}
+
+/// `reduce` and `reduce_mut`: fold every event of a window into that window's
+/// accumulator.
 pub(crate) struct ReduceSink<'a, U, A, F> {
     pub accs: Accs<A>,
     pub init: Arc<dyn Fn() -> A + Send + Sync + 'a>,
@@ -136,7 +177,7 @@ pub(crate) fn info(cx: &LaneCtx, w: i64, name: &TriggerName) -> TriggerInfo {
 
 impl<'a, U, A, F> Sink<U> for ReduceSink<'a, U, A, F>
 where
-    F: Fn(A, U) -> A + Send + Sync,
+    F: Fold<A, U>,
     A: Send,
     U: Send,
 {
@@ -148,11 +189,8 @@ where
         self.events_from(w, &mut all.by_ref().take(n))
     }
     fn events_from(&mut self, w: i64, events: &mut Run<'_, '_, U>) {
-        let mut acc = self.accs.take(w).unwrap_or_else(|| (self.init)());
-        let f = &*self.f;
-        for x in events {
-            acc = f(acc, x);
-        }
+        let acc = self.accs.take(w).unwrap_or_else(|| (self.init)());
+        let acc = self.f.fold(acc, events);
         self.accs.put(w, acc);
     }
     fn trigger(&mut self, w: i64, name: &TriggerName, complete: bool) {
