@@ -31,7 +31,7 @@
 //! per lane) through the tree, and at most two rounds per layer are in flight, so
 //! in-flight data is bounded independently of the input length; what stays is the
 //! reducers' state (and, for `collect`, its output). Inboxes keep the allocations of
-//! consumed batches up to one round's worth.
+//! consumed batches up to a quarter of a round's worth.
 
 pub(crate) mod entry;
 pub(crate) mod node;
@@ -149,8 +149,9 @@ pub(crate) struct Inbox<T> {
     /// Per pool worker: a batch's allocation goes back to the worker that consumed
     /// it, and that worker's routers fill it next, while it may still be in its cache.
     spares: Vec<Mutex<Spares<T>>>,
-    /// Most elements (summed capacities) the spares may hold: what one round had in
-    /// flight, so keeping them adds no memory that the round did not already need.
+    /// Most elements (summed capacities) the spares of one worker may hold: a part of
+    /// what one round has in flight, so keeping them adds little memory to what the
+    /// round needed anyway.
     spare_limit: usize,
 }
 
