@@ -153,6 +153,72 @@ fn collect_over_many_rounds_keeps_a_single_stage_in_order() {
 }
 
 #[test]
+fn partition_routers_at_every_stage_count_keep_discard_and_reject_alike() {
+    // The router has its own paths for one stage (the batch goes as it is), two to
+    // four stages (buckets in local variables) and more: each must keep, discard and
+    // reject events the same way.
+    for stages in [1usize, 2, 3, 4, 5] {
+        let keep = |x: &u64| x % 10 != 0;
+        let got: Vec<u64> = Flow::from_iter_with(0..N, Options::new().stages(2))
+            .partition_with(Options::new().stages(stages), move |x: &u64| {
+                keep(x).then_some(*x as usize % stages)
+            })
+            .map(|x| x * 2)
+            .collect();
+        let mut got = got;
+        got.sort_unstable();
+        let want: Vec<u64> = (0..N).filter(keep).map(|x| x * 2).collect();
+        assert_eq!(got, want, "{stages} stages");
+
+        let report = Flow::from_iter_with(0..N, Options::new().stages(2))
+            .partition_with(Options::new().stages(stages), move |x: &u64| {
+                keep(x).then_some(*x as usize % stages)
+            })
+            .try_run()
+            .unwrap();
+        assert_eq!(report.discarded_events, N / 10, "{stages} stages");
+
+        let err = Flow::from_iter_with(0..N, Options::new().stages(2))
+            .partition_with(Options::new().stages(stages), move |x: &u64| {
+                Some(if *x == N - 1 { stages } else { 0 })
+            })
+            .try_run()
+            .unwrap_err();
+        let want = format!("returned partition {stages}, but the layer has {stages} stages");
+        assert!(err.to_string().contains(&want), "{stages} stages: {err}");
+
+        // Each event reaches the stage its hash names.
+        let seen: Vec<(usize, Vec<usize>)> = Flow::from_iter_with(0..N, Options::new().stages(2))
+            .partition_with(Options::new().stages(stages), move |x: &u64| {
+                Some(*x as usize % stages)
+            })
+            .reduce(std::collections::BTreeSet::new, move |mut s, x: u64| {
+                s.insert(x as usize % stages);
+                s
+            })
+            .on_trigger(|s, info| (vec![(info.index, s.iter().copied().collect())], s))
+            .collect();
+        assert_eq!(seen.len(), stages, "{stages} stages");
+        for (index, residues) in seen {
+            assert_eq!(residues, [index], "{stages} stages");
+        }
+
+        // The default hash sends each key to exactly one stage.
+        let sets: Vec<Vec<u64>> = Flow::from_iter_with(0..N, Options::new().stages(2))
+            .partition_by(Options::new().stages(stages), |x: &u64| x % 97)
+            .reduce(BTreeMap::new, |mut m: BTreeMap<u64, u64>, x| {
+                *m.entry(x % 97).or_default() += 1;
+                m
+            })
+            .on_trigger(|m, _| (vec![m.keys().copied().collect::<Vec<u64>>()], m))
+            .collect();
+        let mut all: Vec<u64> = sets.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..97).collect::<Vec<u64>>(), "{stages} stages");
+    }
+}
+
+#[test]
 fn every_source_stage_takes_part_in_every_round() {
     // Half of each round is shared out evenly among the source stages, so none of
     // them starves (a starving producer would hold back fixed-window watermarks).

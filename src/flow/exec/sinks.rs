@@ -255,6 +255,24 @@ pub(crate) struct PartitionRouter<T, H> {
     pub stats: Arc<Stats>,
 }
 
+/// Routes `batch` into `n` buckets held in local variables (`b0 0, b1 1, ...`: a name
+/// and the partition it takes) made from the vectors `bufs`; counts discarded events
+/// in `discarded`; returns the buckets in partition order.
+macro_rules! scatter_locals {
+    ($batch:expr, $hash:expr, $bufs:expr, $discarded:ident, $n:literal; $($b:ident $i:literal),+) => {{
+        let mut bufs = $bufs.into_iter();
+        $(let mut $b = bufs.next().unwrap_or_default();)+
+        for x in $batch {
+            match $hash(&x, $n) {
+                $(Some($i) => $b.push(x),)+
+                Some(p) => out_of_range(p, $n),
+                None => $discarded += 1,
+            }
+        }
+        vec![$($b),+]
+    }};
+}
+
 impl<T: Send, H> Sink<T> for PartitionRouter<T, H>
 where
     H: Fn(&T, usize) -> Option<usize> + Send + Sync,
@@ -264,18 +282,46 @@ where
         let len = batch.len();
         // Room for an even share and a quarter more: most buckets never grow.
         let per = len / n + len / (4 * n) + 1;
-        let mut buckets = self.inbox.buffers(n, per);
         let mut discarded = 0u64;
         let hash = &*self.hash;
-        for x in batch {
-            match hash(&x, n) {
-                Some(p) if p < n => buckets[p].push(x),
-                Some(p) => panic!(
-                    "the partition hash returned partition {p}, but the layer has {n} stages (0..{n})"
-                ),
-                None => discarded += 1,
+        let buckets = match n {
+            1 => {
+                // One stage: the batch goes as it is, less what the hash discards.
+                let mut batch = batch;
+                batch.retain(|x| match hash(x, 1) {
+                    Some(0) => true,
+                    Some(p) => out_of_range(p, 1),
+                    None => {
+                        discarded += 1;
+                        false
+                    }
+                });
+                vec![batch]
             }
-        }
+            // Two to four stages (the default on machines of that many cores): the
+            // buckets are locals, so their lengths stay in registers. Pushing through
+            // the vector of buckets stored and reloaded a length at every event, and
+            // the next push to that bucket waited for it: the scatter took 1.5x as long
+            // at two stages, 1.2x at four (a micro-benchmark of the loop alone).
+            2 => scatter_locals!(batch, hash, self.inbox.buffers(2, per), discarded, 2; b0 0, b1 1),
+            3 => {
+                scatter_locals!(batch, hash, self.inbox.buffers(3, per), discarded, 3; b0 0, b1 1, b2 2)
+            }
+            4 => {
+                scatter_locals!(batch, hash, self.inbox.buffers(4, per), discarded, 4; b0 0, b1 1, b2 2, b3 3)
+            }
+            _ => {
+                let mut buckets = self.inbox.buffers(n, per);
+                for x in batch {
+                    match hash(&x, n) {
+                        Some(p) if p < n => buckets[p].push(x),
+                        Some(p) => out_of_range(p, n),
+                        None => discarded += 1,
+                    }
+                }
+                buckets
+            }
+        };
         if discarded > 0 {
             self.stats.discarded.fetch_add(discarded, Ordering::Relaxed);
         }
@@ -308,6 +354,12 @@ where
             );
         }
     }
+}
+
+/// A custom partition hash returned a partition the layer does not have: the lane's
+/// task ends with this panic, reported as the flow's error.
+fn out_of_range(p: usize, n: usize) -> ! {
+    panic!("the partition hash returned partition {p}, but the layer has {n} stages (0..{n})")
 }
 
 /// Hands whole batches to the next layer's lanes in turn (GenStage's DemandDispatcher
