@@ -182,8 +182,7 @@ where
     U: Send,
 {
     #[inline]
-    fn events(&mut self, w: i64, batch: Vec<U>) {
-        let mut batch = batch;
+    fn events(&mut self, w: i64, mut batch: Vec<U>) {
         let mut all = batch.drain(..);
         let n = all.len();
         self.events_from(w, &mut all.by_ref().take(n))
@@ -277,7 +276,7 @@ impl<T: Send, H> Sink<T> for PartitionRouter<T, H>
 where
     H: Fn(&T, usize) -> Option<usize> + Send + Sync,
 {
-    fn events(&mut self, _w: i64, batch: Vec<T>) {
+    fn events(&mut self, _w: i64, mut batch: Vec<T>) {
         let n = self.inbox.lanes();
         let len = batch.len();
         // Room for an even share and a quarter more: most buckets never grow.
@@ -287,7 +286,6 @@ where
         let buckets = match n {
             1 => {
                 // One stage: the batch goes as it is, less what the hash discards.
-                let mut batch = batch;
                 batch.retain(|x| match hash(x, 1) {
                     Some(0) => true,
                     Some(p) => out_of_range(p, 1),
