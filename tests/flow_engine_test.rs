@@ -65,6 +65,23 @@ fn partitioned_reduce_over_pulled_sources_matches_std() {
     assert_eq!(got, want);
 }
 
+/// Checks `(window, key, sum of t)` rows of 1 s windows over t = 0..N ms, key t % 5:
+/// every window and key once, with std's sums.
+fn assert_window_sums(rows: Vec<(i64, u64, u64)>) {
+    let mut got: BTreeMap<(i64, u64), u64> = BTreeMap::new();
+    for (w, k, s) in rows {
+        assert!(
+            got.insert((w, k), s).is_none(),
+            "window {w} key {k} emitted twice"
+        );
+    }
+    let mut want: BTreeMap<(i64, u64), u64> = BTreeMap::new();
+    for t in 0..N {
+        *want.entry(((t / 1000 * 1000) as i64, t % 5)).or_default() += t;
+    }
+    assert_eq!(got, want);
+}
+
 #[test]
 fn fixed_windows_fed_by_several_pulling_stages_close_every_window_once() {
     // Event time t = i ms: the source stages pull interleaved runs of the input, and
@@ -86,18 +103,7 @@ fn fixed_windows_fed_by_several_pulling_stages_close_every_window_once() {
             )
         })
         .collect();
-    let mut got: BTreeMap<(i64, u64), u64> = BTreeMap::new();
-    for (w, k, s) in rows {
-        assert!(
-            got.insert((w, k), s).is_none(),
-            "window {w} key {k} emitted twice"
-        );
-    }
-    let mut want: BTreeMap<(i64, u64), u64> = BTreeMap::new();
-    for t in 0..N {
-        *want.entry(((t / 1000 * 1000) as i64, t % 5)).or_default() += t;
-    }
-    assert_eq!(got, want);
+    assert_window_sums(rows);
 }
 
 #[test]
@@ -122,18 +128,7 @@ fn fixed_windows_reduced_in_place_in_pieces_match_std() {
             )
         })
         .collect();
-    let mut got: BTreeMap<(i64, u64), u64> = BTreeMap::new();
-    for (w, k, s) in rows {
-        assert!(
-            got.insert((w, k), s).is_none(),
-            "window {w} key {k} emitted twice"
-        );
-    }
-    let mut want: BTreeMap<(i64, u64), u64> = BTreeMap::new();
-    for t in 0..N {
-        *want.entry(((t / 1000 * 1000) as i64, t % 5)).or_default() += t;
-    }
-    assert_eq!(got, want);
+    assert_window_sums(rows);
 }
 
 #[test]
