@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use stageflow::flow::{Flow, FlowError, Options, Unit, Window};
+use stageflow::flow::{Flow, FlowError, Options, TriggerInfo, Unit, Window};
 
 const N: u64 = 200_000;
 
@@ -65,6 +65,15 @@ fn partitioned_reduce_over_pulled_sources_matches_std() {
     assert_eq!(got, want);
 }
 
+/// A window's `(window, key, sum)` rows.
+type Rows = Vec<(i64, u64, u64)>;
+
+/// Emits a window's `key -> sum` map as `(window, key, sum)` rows.
+fn window_rows(m: BTreeMap<u64, u64>, info: &TriggerInfo) -> (Rows, BTreeMap<u64, u64>) {
+    let rows = m.into_iter().map(|(k, s)| (info.window, k, s)).collect();
+    (rows, BTreeMap::new())
+}
+
 /// Checks `(window, key, sum of t)` rows of 1 s windows over t = 0..N ms, key t % 5:
 /// every window and key once, with std's sums.
 fn assert_window_sums(rows: Vec<(i64, u64, u64)>) {
@@ -96,12 +105,7 @@ fn fixed_windows_fed_by_several_pulling_stages_close_every_window_once() {
             *m.entry(k).or_default() += t;
             m
         })
-        .on_trigger(|m, info| {
-            (
-                m.into_iter().map(|(k, s)| (info.window, k, s)).collect(),
-                BTreeMap::new(),
-            )
-        })
+        .on_trigger(window_rows)
         .collect();
     assert_window_sums(rows);
 }
@@ -121,12 +125,7 @@ fn fixed_windows_reduced_in_place_in_pieces_match_std() {
         .reduce_mut(BTreeMap::new, |m: &mut BTreeMap<u64, u64>, (t, k)| {
             *m.entry(k).or_default() += t;
         })
-        .on_trigger(|m, info| {
-            (
-                m.into_iter().map(|(k, s)| (info.window, k, s)).collect(),
-                BTreeMap::new(),
-            )
-        })
+        .on_trigger(window_rows)
         .collect();
     assert_window_sums(rows);
 }
