@@ -1,6 +1,6 @@
 //! Port of GenStage's `test/gen_stage/broadcast_dispatcher_test.exs` (all 11 tests) and
 //! of the broadcast cases of `test/gen_stage_test.exs` (elixir-lang/gen_stage at
-//! 72198f8, v1.3.2; reference/genstage.md §9.1 and §9.3). Test names follow the
+//! 72198f8, v1.3.2). Test names follow the
 //! originals. The dispatcher's state tuple `{demands, waiting, requested, subscribed}`
 //! is read through `demands()`, `waiting()`, `requested()` and `subscribers()`; the
 //! messages the test process received are what a `Probe` recorded.

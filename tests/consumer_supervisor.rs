@@ -1,5 +1,5 @@
 //! Port of GenStage's `test/consumer_supervisor_test.exs` (elixir-lang/gen_stage at
-//! 72198f8, v1.3.2; reference/genstage.md §6 and §9.6): its P tests and those A tests
+//! 72198f8, v1.3.2): its P tests and those A tests
 //! that have a Rust equivalent. Test names follow the originals.
 //!
 //! Translation: a child process becomes a job run on a worker thread. The test's

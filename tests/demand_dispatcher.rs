@@ -1,5 +1,5 @@
 //! Ported from elixir-lang/gen_stage 1.3.2 (commit 72198f8),
-//! `test/gen_stage/demand_dispatcher_test.exs` (reference/genstage.md §9.2, §5.2): all 9
+//! `test/gen_stage/demand_dispatcher_test.exs`: all 9
 //! tests, none skipped. Each test keeps the original's name in snake case.
 //!
 //! The Elixir tests compare the dispatcher's state tuple `{demands, pending, max,

@@ -1,4 +1,4 @@
-//! Property tests of the demand invariant (DESIGN.md invariants 1 and 3).
+//! Property tests of the demand invariant (docs/DESIGN.md invariants 1 and 3).
 //!
 //! Random topologies — 1 or 2 finite producers, a chain of 0 to 2 identity
 //! producer-consumers, 1 to 3 consumers — with random `max_demand`/`min_demand` per

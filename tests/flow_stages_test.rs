@@ -1,8 +1,8 @@
 //! Port of the stage-bridge tests of Elixir Flow: dashbitco/flow v1.2.4,
 //! `test/flow_test.exs` (describes "stages-unpartioned-stream", the into_stages /
 //! through_stages tests of "enumerable-stream" and "enumerable-partitioned-stream",
-//! and "coordinator": "can be consumed as a stream", "sets demand to proxied"),
-//! following reference/flow.md §6.2. The helper stages (Counter, Forwarder, Copier)
+//! and "coordinator": "can be consumed as a stream", "sets demand to proxied").
+//! The helper stages (Counter, Forwarder, Copier)
 //! are ported as stage-layer stages. [dispatch] expectations about how events are
 //! split into batches are replaced by the multiset of events each stage saw.
 //! Waits use channels with generous timeouts and fail with a message.

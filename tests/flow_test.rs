@@ -2,7 +2,7 @@
 //! (describes "errors", "run/1", "enumerable-stream", "enumerable-unpartioned-stream",
 //! "enumerable-partitioned-stream", "partition/2", "take_sort/3", "departition/2",
 //! "merge/3 through partition", "merge/3 through shuffle", "bounded_join/7",
-//! "mapper_reducer"), following the catalog in reference/flow.md §6.2.
+//! "mapper_reducer").
 //!
 //! Tests marked [phash2] upstream assert partition contents that depend on Erlang's
 //! hash. Here each says what it does instead: "re-derived" tests compute the expected

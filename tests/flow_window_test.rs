@@ -1,7 +1,7 @@
 //! Port of Elixir Flow's window tests: dashbitco/flow v1.2.4,
 //! `test/flow/window_test.exs` (and the `Flow.Window` doctests),
 //! `test/flow/window/global_test.exs`, `count_test.exs`, `fixed_test.exs` and
-//! `periodic_test.exs`, following the catalog in reference/flow.md §6.1 and §6.3–6.7.
+//! `periodic_test.exs`.
 //!
 //! [timing] tests upstream use real timers and `Stream.timer/1` sources that block;
 //! here time is a `ManualClock` that the test's source advances, so they are

@@ -1,5 +1,5 @@
 //! Ported from elixir-lang/gen_stage 1.3.2 (commit 72198f8), `test/gen_stage_test.exs`,
-//! describes "buffer" and "info" (reference/genstage.md §9.1, §4.3). Each test keeps the
+//! describes "buffer" and "info". Each test keeps the
 //! original's name in snake case, its scenario and its assertions.
 //!
 //! BEAM powers and their stand-ins:

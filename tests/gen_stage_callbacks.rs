@@ -1,6 +1,6 @@
 //! Ported from elixir-lang/gen_stage 1.3.2 (commit 72198f8), `test/gen_stage_test.exs`,
 //! describes "producer callbacks", "consumer callbacks" and "producer_consumer
-//! callbacks" (reference/genstage.md §9.1, §2, §3.5). Each test keeps the original's
+//! callbacks". Each test keeps the original's
 //! name in snake case, its scenario and its assertions.
 //!
 //! BEAM powers and their stand-ins:
@@ -112,7 +112,7 @@ fn producer_callbacks_init_1() {
         ProducerOptions::new(),
     );
     assert_eq!(r.unwrap_err(), StartError::Stopped(Reason::custom("oops")));
-    // GenStage's `buffer_size: 0` passes validation and then crashes init (§12); here it
+    // GenStage's `buffer_size: 0` passes validation and then crashes init; here it
     // is a valid "never buffer" producer.
     let p = start_producer(
         init_as::<P>(Init::Ok),

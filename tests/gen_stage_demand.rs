@@ -1,6 +1,6 @@
 //! Ported from elixir-lang/gen_stage 1.3.2 (commit 72198f8), `test/gen_stage_test.exs`,
 //! describes "producer-to-consumer demand", "producer-producer_consumer-consumer demand"
-//! and "demand" (reference/genstage.md §9.1). Each test keeps the original's name in
+//! and "demand". Each test keeps the original's name in
 //! snake case, its scenario and its assertions (ExUnit's selective `assert_receive` is
 //! `common::Inbox`).
 //!

@@ -1,5 +1,5 @@
-//! Regression scenarios from GenStage's issue tracker (reference/genstage.md §10) and
-//! the quirks its §12 asks a port to decide on deliberately. Not ported tests: scenarios
+//! Regression scenarios from GenStage's issue tracker and GenStage quirks that this
+//! port decides on deliberately (`docs/DESIGN.md` lists the decisions). Not ported tests: scenarios
 //! written from the issue descriptions (elixir-lang/gen_stage 1.3.2, commit 72198f8).
 
 #[macro_use]
@@ -111,7 +111,7 @@ fn issue_311_producer_consumer_serves_its_buffer_when_pending_demand_covers_an_a
     assert_eq!(got, ints(6..9));
 }
 
-/// §12 quirk "`buffer_size: 0`" (GenStage crashes in init): here a producer that never
+/// GenStage quirk "`buffer_size: 0`" (GenStage crashes in init): here a producer that never
 /// buffers; events nobody asked for are discarded and counted, with the usual warning.
 #[test]
 fn quirk_buffer_size_0_never_buffers() {
@@ -132,7 +132,7 @@ fn quirk_buffer_size_0_never_buffers() {
         .contains("no-buffer has discarded 2 events from buffer"));
 }
 
-/// §12 quirk "`demand/1` crashes a producer_consumer": here it answers `Forward`, and
+/// GenStage quirk "`demand/1` crashes a producer_consumer": here it answers `Forward`, and
 /// switching a producer-consumer to accumulate is refused with an error log, as GenStage
 /// does for `demand/2`.
 #[test]
@@ -154,7 +154,7 @@ fn quirk_demand_mode_of_a_producer_consumer() {
     assert!(pc.is_alive());
 }
 
-/// §12 quirk "`sync_resubscribe` killing permanent consumers": kept, as documented on
+/// GenStage quirk "`sync_resubscribe` killing permanent consumers": kept, as documented on
 /// `StageRef::resubscribe`: the old subscription's cancel reaches the consumer, which
 /// reacts by that subscription's mode.
 #[test]
@@ -183,7 +183,7 @@ fn quirk_resubscribe_stops_a_consumer_whose_old_subscription_is_permanent() {
 /// Found while porting (GenStage does the same): a producer-consumer whose only
 /// consumer leaves with demand unmet keeps a positive demand counter that undelivered
 /// events never lower, so it used to pull from its producer and buffer forever. Its
-/// buffer must stay bounded by that unmet demand (DESIGN.md invariant 2), and the
+/// buffer must stay bounded by that unmet demand (docs/DESIGN.md invariant 2), and the
 /// events must still reach the next consumer.
 #[test]
 fn producer_consumer_buffer_stays_bounded_after_a_consumer_leaves_with_unmet_demand() {

@@ -1,6 +1,6 @@
 //! Ported from elixir-lang/gen_stage 1.3.2 (commit 72198f8), `test/gen_stage_test.exs`,
-//! describes "$gen_producer message errors" and "$gen_consumer message errors"
-//! (reference/genstage.md §3.2, §3.3). Each test keeps the original's name in snake
+//! describes "$gen_producer message errors" and "$gen_consumer message errors".
+//! Each test keeps the original's name in snake
 //! case. All five are A tests: the test process speaks the protocol by hand, which is
 //! what `stageflow::stage::raw` (`RawConsumer`, `send_events`) does here.
 //!

@@ -1,5 +1,5 @@
 //! Ported from elixir-lang/gen_stage 1.3.2 (commit 72198f8), `test/gen_stage_test.exs`,
-//! describes "stream" and "from_enumerable/2" (reference/genstage.md §7). Each test
+//! describes "stream" and "from_enumerable/2". Each test
 //! keeps the original's name in snake case, its scenario and its assertions.
 //!
 //! `GenStage.stream/2` is [`StageStream`] (an `Iterator` of `Result<T, StreamError>`):

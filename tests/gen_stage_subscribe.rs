@@ -1,6 +1,6 @@
 //! Ported from elixir-lang/gen_stage 1.3.2 (commit 72198f8), `test/gen_stage_test.exs`,
 //! describes "sync_subscribe/2", "sync_resubscribe/2", "async_resubscribe/2", "manual
-//! demand" and "subscribe_to names" (reference/genstage.md §1, §3.2). Each test keeps
+//! demand" and "subscribe_to names". Each test keeps
 //! the original's name in snake case, its scenario and its assertions.
 //!
 //! `sync_subscribe` is [`StageRef::subscribe`], `async_subscribe` is

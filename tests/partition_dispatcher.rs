@@ -1,12 +1,12 @@
 //! Port of GenStage's `test/gen_stage/partition_dispatcher_test.exs` (all 14 tests;
-//! elixir-lang/gen_stage at 72198f8, v1.3.2; reference/genstage.md §9.4), plus the
-//! bounded-queue tests that go beyond GenStage (issues #282 and #320).
+//! elixir-lang/gen_stage at 72198f8, v1.3.2), plus the
+//! bounded-queue tests that go beyond GenStage (its issues #282 and #320).
 //!
 //! Partitioning: GenStage's default hash is `:erlang.phash2(event, 2)`, which places
 //! the test's integers 1, 2, 5, 6, 7, 8, 9 in partition 0. These tests do not rely on
 //! stageflow's default hash (a different function); they pass `phash2_2`, a test-local
 //! hash that returns phash2's partitions for the integers 0..=12 (values from
-//! reference/genstage.md §5.4), so every scenario partitions exactly as the original.
+//! Erlang's `:erlang.phash2(n, 2)`), so every scenario partitions exactly as the original.
 //! The dispatcher's `{waiting, pending}` pair is read through `waiting()` and
 //! `pending()`; an `info` reaching the producer is `Received::Info`.
 

@@ -1,4 +1,4 @@
-//! Stress tests of whole topologies (DESIGN.md invariant 4, no deadlock; and 1 and 3):
+//! Stress tests of whole topologies (docs/DESIGN.md invariant 4, no deadlock; and 1 and 3):
 //! fan-in, fan-out, a chain of 8 producer-consumers, `max_demand` 1 everywhere, manual
 //! demand, a diamond, a mesh, and producers that emit far beyond demand while being fed
 //! from outside. Our machines have 2 cores, so every topology has more threads than

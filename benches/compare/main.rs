@@ -3,13 +3,16 @@
 //! For every workload the harness runs stageflow and its baseline in the same process,
 //! alternating, `COMPARE_RUNS` times (default 7), and prints the medians and their
 //! ratio (stageflow / baseline). Every run checks its result exactly and the process
-//! exits non-zero on a wrong result. See `../shared/BENCHMARKS.md` for the contract:
+//! exits non-zero on a wrong result. docs/BENCHMARKS.md defines the workloads and
+//! this output contract:
 //!
 //! - default output: a markdown table
 //!   `| workload | events | stageflow s | baseline | baseline s | ratio | stageflow M events/s |`
-//! - `--json`: one JSON object per line with the same fields
+//! - `--json`: one JSON object per line with keys `workload, events, stageflow_s,
+//!   baseline, baseline_s, ratio, stageflow_meps`
 //! - positional arguments filter workloads by id (`W1 W5`)
-//! - `COMPARE_EVENTS=N` scales the event count down for a quick run.
+//! - `COMPARE_EVENTS=N` scales the event count down for a quick run; `COMPARE_RUNS=N`
+//!   sets the timed runs per side.
 
 mod harness;
 mod stages;

@@ -1,6 +1,6 @@
 //! W3: a producer with a `PartitionDispatcher` (2 partitions, hash `x % 2`) feeding two
 //! consumers (`max_demand` 10 000, so batches of 5 000) that sum their events; the baseline is one producer thread routing
-//! batches to two consumer threads over bounded channels (BENCHMARKS.md).
+//! batches to two consumer threads over bounded channels (docs/BENCHMARKS.md).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

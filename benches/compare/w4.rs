@@ -1,6 +1,6 @@
 //! W4: a producer with a `BroadcastDispatcher` feeding two consumers (`max_demand`
 //! 10 000) that each sum every event; the baseline is one producer thread copying batches to two consumer
-//! threads over bounded channels (BENCHMARKS.md).
+//! threads over bounded channels (docs/BENCHMARKS.md).
 
 use std::thread;
 

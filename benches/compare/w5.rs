@@ -1,4 +1,4 @@
-//! W5: word count of `words.txt` (BENCHMARKS.md). Both sides read the file inside the
+//! W5: word count of `words.txt` (docs/BENCHMARKS.md). Both sides read the file inside the
 //! timed region and count into FxHash maps with borrowed `&str` keys (the same hasher,
 //! `stageflow::flow::FxBuildHasher`, on both sides).
 

@@ -1,5 +1,5 @@
 //! W6: fixed 1 s windows over event time t = i, sum of `value` per key (8 keys) per
-//! window (BENCHMARKS.md). Both sides use FxHash maps.
+//! window (docs/BENCHMARKS.md). Both sides use FxHash maps.
 
 use std::collections::HashMap;
 
@@ -60,9 +60,9 @@ pub fn workload(events: Option<u64>) -> Workload {
         }),
         hand_written: Box::new(move || {
             // Folded over chunks of consecutive i with a plain loop inside, so the
-            // per-event work is inlined in every build (folding per event left it to
-            // the compiler: 14 or 23 ms for the same source, depending on how the
-            // crate was split into codegen units).
+            // per-event work is inlined in every build (folding per event left inlining
+            // to the compiler, whose choice depended on how the crate was split into
+            // codegen units; docs/BENCHMARKS.md has the timings).
             const CHUNK: u64 = 1024;
             let m = (0..n.div_ceil(CHUNK))
                 .into_par_iter()

@@ -1,6 +1,6 @@
-//! The W5 input: `words.txt` generated exactly as `bench/gen_words.py` specifies
+//! The W5 input: `words.txt` generated exactly as docs/BENCHMARKS.md specifies
 //! (SplitMix64, seed 20240601, 10 000-word vocabulary, 1 000 000 lines of 10 words),
-//! cached under `target/` and checked against the SHA-256 in BENCHMARKS.md.
+//! cached under `target/` and checked against the size and SHA-256 given there.
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -19,8 +19,8 @@ use std::any::Any;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlowError {
-    /// The flow breaks a rule of Flow's layer shape (reference/flow.md §1, §2.8); the
-    /// message is the one Elixir Flow raises.
+    /// The flow breaks a rule of Flow's layer shape (the boundary rule of the
+    /// [`flow`](crate::flow) module docs); the message is the one Elixir Flow raises.
     #[error("{0}")]
     Build(String),
     /// An option was given a value it does not accept.

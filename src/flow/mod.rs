@@ -1,7 +1,7 @@
 //! The Flow layer: Elixir's Flow (1.2.4) on rayon.
 //!
 //! A [`Flow`] is a lazy, typed description of a computation over events, organised in
-//! *layers* of parallel *stages* exactly as in Elixir Flow (reference/flow.md §1):
+//! *layers* of parallel *stages* exactly as in Elixir Flow:
 //! a source layer ([`Flow::from_iter`], [`Flow::from_iters`]) whose stages run the
 //! mappers you chain ([`Flow::map`], [`Flow::filter`], [`Flow::flat_map`], ...), then
 //! optional new layers started by [`Flow::partition`] (route by key) or
@@ -62,7 +62,11 @@
 //! `map_batch` after a mapper) make every consumer return [`FlowError::Build`] with
 //! Elixir Flow's message, before any event runs.
 //!
-//! # Decisions on Elixir Flow's quirks (reference/flow.md §5)
+//! # Decisions on Elixir Flow's quirks
+//!
+//! Where Elixir Flow behaves surprisingly, this port decides deliberately; the numbers
+//! are cited by the code and tests, and `docs/DESIGN.md` lists these decisions with the
+//! stage layer's.
 //!
 //! 1. A flow run for its effects ([`Flow::run`], [`Flow::for_each`]) discards outputs as
 //!    they are produced; nothing is buffered.
@@ -79,8 +83,8 @@
 //!    counted in [`RunReport::late_events`]); empty windows between two held ones emit.
 //! 7. `departition` merges windows by id across partitions, as Elixir does.
 //! 8. `partition` with one stage still applies a custom hash (its `None` discards).
-//! 10. Mappers after a reducer are an error, as in 1.2.4.
-//! 11. Default stage counts are rayon's thread count.
+//! 9. Mappers after a reducer are an error, as in 1.2.4.
+//! 10. Default stage counts are rayon's thread count.
 
 mod error;
 mod exec;
@@ -116,7 +120,7 @@ use exec::{Build, Built, Cx, Inbox, LaneCtx, LaneIn, SinkFactory, Stats};
 
 /// Options of a layer: its stage count, demand and window.
 ///
-/// Defaults (reference/flow.md §4.7): `stages` = rayon's thread count, `max_demand`
+/// Defaults, as in Elixir Flow: `stages` = rayon's thread count, `max_demand`
 /// 1000, `min_demand` = `max_demand / 2`; a stage handles at most
 /// `max_demand - min_demand` events at a time (500 by default); window: global.
 ///
@@ -871,7 +875,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         Flow {
             build: Box::new(move |tail: SinkFactory<'a, T>, cx: &Cx| {
                 // Spares for a quarter of a round: buffers come back within the round,
-                // and W6 measured the same as with a whole round's worth.
+                // so more would only hold memory (measurements: docs/BENCHMARKS.md).
                 let inbox = Inbox::<T>::recycling(r.stages, cx.max_round_events / 4);
                 let mut ups = Vec::new();
                 let mut producers = 0usize;
@@ -879,7 +883,8 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
                 // lane cuts it to its batch size where its chain can tell. Capping
                 // buckets at the batch size spared that copy but multiplied the
                 // vectors freed on another thread than the one that allocated them,
-                // and malloc's arena lock made that the larger cost (W6: 44 -> 35 ms).
+                // and malloc's arena lock made that the larger cost (measurements:
+                // docs/BENCHMARKS.md).
                 for f in flows {
                     let router = router_factory(inbox.clone(), producers, dispatch.clone(), cx);
                     let built = (f.build)(router, cx)?;
@@ -1095,9 +1100,9 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         // Each stage of the last layer keeps what it emits, and the driving loop runs
         // as for the folds (on a pool worker unless the flow reads stage streams): no
         // output queue to lock per emission and drain between rounds (the other
-        // worker fell asleep during that drain and took tens of microseconds to wake
-        // for the next round). Rounds stay at the streaming size: W6 measured slower
-        // with the folds' larger rounds.
+        // worker would fall asleep during that drain and wake late for the next
+        // round). Rounds stay at the streaming size, which stays in the cores' caches
+        // between layers (see `MAX_ROUND_EVENTS`; measurements: docs/BENCHMARKS.md).
         let (parts, _) = self.fold_lanes_with(exec::MAX_ROUND_EVENTS, |v: Vec<T>| Some(v))?;
         let mut all = Vec::with_capacity(parts.iter().map(Vec::len).sum());
         for part in parts {

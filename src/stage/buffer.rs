@@ -1,6 +1,6 @@
 //! The producer's output buffer: events that no consumer has asked for yet, with info
 //! markers that must be released in order behind the events stored before them
-//! (reference/genstage.md §4.3).
+//! (as GenStage's buffer does).
 //!
 //! Events live in a `VecDeque`; each marker remembers the absolute position of the
 //! event it stands behind, so inserting, evicting and taking never scan the buffer.
@@ -238,7 +238,7 @@ mod tests {
 }
 
 /// Ported from elixir-lang/gen_stage 1.3.2 (commit 72198f8),
-/// `test/gen_stage/buffer_test.exs` (reference/genstage.md §9.5): all 10 tests, none
+/// `test/gen_stage/buffer_test.exs`: all 10 tests, none
 /// skipped. The buffer is crate-private, so the suite lives here rather than under
 /// `tests/`. Each test keeps the original's name (describe + test, snake case).
 ///
@@ -269,7 +269,7 @@ mod buffer_test {
 
     #[test]
     fn estimate_size_1_does_not_count_permanent_events_of_an_infinite_buffer_either() {
-        // GenStage counts info markers of `:infinity` buffers (reference §4.3 quirk);
+        // GenStage counts info markers of `:infinity` buffers (a quirk of its buffer);
         // we deliberately do not, so the estimate means "events" whatever the size.
         let mut b = Buffer::new(BufferSize::Infinite, BufferKeep::Last);
         store(&mut b, &["temp1", "temp2"]);

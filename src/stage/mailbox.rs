@@ -4,15 +4,15 @@
 //! stage takes *every* waiting message with one lock and handles them in order, and a
 //! sender wakes it only when it sleeps. Before it sleeps, an idle stage polls for up
 //! to 30 µs, in the way that suits the number of stages alive (see `spin_allowed`):
-//! waking a parked thread costs far more than a message on a virtual machine. We
-//! measured this against crossbeam's channels on 2 cores with more stage threads than
-//! cores (W2): crossbeam's receivers spin with PAUSE and `sched_yield` in a way that
-//! took CPU time from the very threads they waited for; this queue was faster and far
-//! steadier.
+//! waking a parked thread costs far more than a message on a virtual machine. It is
+//! not a crossbeam channel: with more stage threads than cores, crossbeam's receivers
+//! spin with PAUSE and `sched_yield` in a way that takes CPU time from the very threads
+//! they wait for. `docs/DESIGN.md` ("The mailbox") gives the reasons,
+//! `docs/BENCHMARKS.md` the measurements.
 //!
 //! The mailbox has no capacity limit, on purpose: a blocking send between two stages could deadlock (a producer blocked on a full
 //! consumer while the consumer blocks sending its ask back). What bounds it is the
-//! demand protocol (invariant 1): a producer sends a consumer at most the events the
+//! demand protocol (invariant 1 of `docs/DESIGN.md`): a producer sends a consumer at most the events the
 //! consumer asked for, so events queued in a mailbox never exceed the sum of the
 //! subscriptions' `max_demand`; asks are sent only after events were handled, so they
 //! are bounded by the same credit. Only calls, casts and infos from outside callers are
@@ -43,9 +43,9 @@ fn cores() -> usize {
 
 /// Plain polling pays only while there are no more stages than cores: then the thread
 /// it waits for is running, and parking would cost a wake-up (hundreds of
-/// microseconds on a virtual machine whose other CPU went idle: W1 took 0.5 s parking,
-/// 0.04 s polling). With more stages than cores, plain polling takes the CPU from the
-/// thread it waits for (W2 got slower), so `recv_all` polls with `yield_now` instead.
+/// microseconds on a virtual machine whose other CPU went idle). With more stages than
+/// cores, plain polling takes the CPU from the thread it waits for, so `recv_all` polls
+/// with `yield_now` instead. Measurements: docs/BENCHMARKS.md.
 /// The caller polls plainly only after small messages (see `Runtime::spin_next`).
 fn spin_allowed() -> bool {
     let cores = cores();
@@ -207,9 +207,9 @@ impl<T> MailQueue<T> {
     pub(crate) fn recv_all(&self, batch: &mut VecDeque<T>, spin: bool) {
         if !self.queued.load(Ordering::Acquire) && !spin_allowed() && cores() > 1 {
             // More stages than cores: poll, but hand the CPU to any other runnable
-            // thread between polls, so the stage we wait for is not starved. This kept
-            // the virtual CPU awake for the next message in W2 (0.45 s -> 0.07 s) and
-            // W4 (0.030 s -> 0.008 s) where plain polling made W2 slower.
+            // thread between polls, so the stage we wait for is not starved while the
+            // virtual CPU stays awake for the next message (measurements:
+            // docs/BENCHMARKS.md).
             let start = std::time::Instant::now();
             while !self.queued.load(Ordering::Acquire) && start.elapsed() < SPIN {
                 std::thread::yield_now();

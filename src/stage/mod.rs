@@ -188,7 +188,7 @@ pub trait Producer: Stage<In = Never> {
 }
 
 /// A stage that receives events from producers and emits events to consumers. It
-/// processes input only while its consumers have demand (GenStage §4.5).
+/// processes input only while its consumers have demand (as in GenStage).
 pub trait ProducerConsumer: Stage {
     /// A batch of at most `max_demand - min_demand` events from `from`.
     fn handle_events(

@@ -2,7 +2,7 @@
 //!
 //! One `Runtime` per stage, owned by the stage's thread; nothing in it is shared, so
 //! no lock guards user state. The algorithms follow GenStage's code exactly
-//! (reference/genstage.md §3–§4): the consumer's batch split and re-ask rule, the
+//! (`docs/DESIGN.md` describes them): the consumer's batch split and re-ask rule, the
 //! producer's buffer-first demand handling, accumulate/forward replay, and the
 //! producer-consumer's input queue processed only while downstream demand lasts.
 
@@ -373,8 +373,8 @@ impl<S: Stage> Runtime<S> {
 
     fn handle(&mut self, mail: Mail<S>) {
         // Spin before the next park only while messages carry little work: then the
-        // wake-up is what costs. With big batches (W1 with max_demand 10 000) the
-        // spin only took CPU time from the other stage (3x slower, measured).
+        // wake-up is what costs. Big batches outlast the spin, which then only takes
+        // CPU time from the other stage (measurements: docs/BENCHMARKS.md).
         self.spin_next = match &mail {
             Mail::Ask { n, .. } => *n <= SPIN_WORK_LIMIT,
             Mail::Events { events, .. } => events.len() <= SPIN_WORK_LIMIT,

@@ -300,7 +300,7 @@ impl SubscriptionRef {
 }
 
 /// Demand accounting of one automatic subscription: GenStage's `split_batches`
-/// (reference/genstage.md §3.4), which the tests check to the event.
+/// (`docs/DESIGN.md`, "The demand protocol"), which the tests check to the event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct DemandState {
     /// Events asked for and not yet received.

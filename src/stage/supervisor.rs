@@ -1,5 +1,5 @@
 //! `ConsumerSupervisor`: a consumer that runs one job per event, concurrently, on a
-//! pool of reused worker threads (reference/genstage.md §6).
+//! pool of reused worker threads (GenStage's `ConsumerSupervisor`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -260,7 +260,7 @@ struct Pool<T> {
 /// `max_demand` events and runs a job per event on a pool of reused worker threads,
 /// so at most `max_demand` jobs per producer are in flight. A job's slot is freed
 /// when it ends for good (or is terminated); freed slots are asked for again once
-/// `min_demand` of them accumulate (GenStage's rule, §6). A job restarting under
+/// `min_demand` of them accumulate (GenStage's rule). A job restarting under
 /// [`Restart::Transient`] keeps its slot. More than `max_restarts` restarts within
 /// `max_seconds` stop the supervisor with [`Reason::ShutdownWith`] saying so.
 ///

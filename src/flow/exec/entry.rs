@@ -1,4 +1,5 @@
-//! The window logic in front of each lane (reference/flow.md §3.3).
+//! The window logic in front of each lane: which window an event belongs to, and when a
+//! window or trigger fires (the rules of each kind are on [`Window`]'s constructors).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -47,8 +47,8 @@ use crate::flow::error::{panic_message, FlowError};
 use crate::flow::window::{TriggerName, WindowKind};
 
 /// Source events per round (rounded up to whole batches): the bound on in-flight data.
-/// Also `collect`'s: W6 (which collects) ran 10% slower with rounds of 2^17 and more,
-/// whose data no longer stayed in the cores' caches between layers.
+/// Also `collect`'s: the data of larger rounds no longer stays in the cores' caches
+/// between layers (measurements: docs/BENCHMARKS.md).
 pub(crate) const MAX_ROUND_EVENTS: usize = 1 << 16;
 
 /// [`MAX_ROUND_EVENTS`] for folds (`sum`, `count`, `for_each`, `run`): fewer rounds,
@@ -63,8 +63,8 @@ pub(crate) const MAX_FOLD_ROUND_EVENTS: usize = 1 << 18;
 pub(crate) const MIN_ROUND_EVENTS: usize = 1 << 12;
 
 /// How long a round should take: the time from planning a round to settling it, so it
-/// includes every layer's work and the wake-ups around it (on a 2-core VM a round costs
-/// 50-100 us on top of its work; at 2 ms, W5 lost a fifth of its speed to them). Timers
+/// includes every layer's work and the wake-ups around it, a fixed cost per round that
+/// shorter rounds pay too often (measurements: docs/BENCHMARKS.md). Timers
 /// (periodic windows and triggers, lateness) are checked once per round.
 pub(crate) const ROUND_TARGET: std::time::Duration = std::time::Duration::from_micros(5000);
 
@@ -141,9 +141,9 @@ pub(crate) struct Envelope<T> {
 /// upstream output. Locked once per routed batch, never per event.
 ///
 /// It also keeps the allocations of batches its lanes have consumed, for the routers
-/// to fill again. Without them, a batch allocated by one worker was freed by another:
-/// glibc then takes the allocating thread's arena lock, and on W6 most context switches
-/// were threads sleeping on that lock (perf, `-e context-switches`).
+/// to fill again. Without them, a batch allocated by one worker is freed by another:
+/// glibc then takes the allocating thread's arena lock, and threads sleep on that lock
+/// (measurements: docs/BENCHMARKS.md).
 pub(crate) struct Inbox<T> {
     lanes: Vec<Mutex<Vec<Envelope<T>>>>,
     /// Per pool worker: a batch's allocation goes back to the worker that consumed

@@ -299,8 +299,8 @@ where
             // Two to four stages (the default on machines of that many cores): the
             // buckets are locals, so their lengths stay in registers. Pushing through
             // the vector of buckets stored and reloaded a length at every event, and
-            // the next push to that bucket waited for it: the scatter took 1.5x as long
-            // at two stages, 1.2x at four (a micro-benchmark of the loop alone).
+            // the next push to that bucket waited for it (measurements:
+            // docs/BENCHMARKS.md).
             2 => scatter_locals!(batch, hash, self.inbox.buffers(2, per), discarded, 2; b0 0, b1 1),
             3 => {
                 scatter_locals!(batch, hash, self.inbox.buffers(3, per), discarded, 3; b0 0, b1 1, b2 2)

@@ -1,5 +1,5 @@
 //! `departition` and `take_sort`: merging the partitions' per-window results in one
-//! stage (reference/flow.md §2.5).
+//! stage (Elixir Flow's functions of the same names).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;

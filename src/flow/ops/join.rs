@@ -1,4 +1,5 @@
-//! `bounded_join` and `window_join` (reference/flow.md §2.5).
+//! `bounded_join` and `window_join`: two flows joined by key (Elixir Flow's functions of
+//! the same names).
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -124,7 +124,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
     /// For a hash map, the compiler copies the map's header through the stack each time,
     /// and the next lookup waits for that copy; folding in place is the loop a
     /// hand-written `for` over a `&mut HashMap` compiles to (W6 in `cargo bench --bench
-    /// compare` uses it; with `reduce` it took a fifth longer). `group_by` and
+    /// compare` uses it; docs/BENCHMARKS.md has the measurements). `group_by` and
     /// `group_by_key` fold in place.
     ///
     /// ```

@@ -1,4 +1,4 @@
-//! Windows and triggers: when a reducer layer emits (reference/flow.md §3).
+//! Windows and triggers: when a reducer layer emits (Elixir Flow's `Flow.Window`).
 //!
 //! A [`Window`] belongs to a layer (given in the layer's [`Options`](crate::flow::Options))
 //! and matters only for layers that reduce. Four kinds exist, as in Elixir Flow:
