@@ -42,7 +42,9 @@ const USAGE: &str = "usage: rate_limited_api [--items N] [--rate N] [--burst N] 
            [--process-ms N] [--drain-deadline-s N] [--no-progress] [--stats-json]
 Defaults: --items 300 --rate 50 --burst 0 --fetchers 4 --attempts 4 --fail-percent 15
           --slow-percent 5 --slow-ms 300 --process-ms 5 --drain-deadline-s 30
-No 1-second window, wherever it starts, holds more than rate + burst requests.";
+The limiter lets at most rate + burst requests leave in any 1-second window, wherever
+it starts; the server may see up to one more per fetcher, as requests take varying
+time to reach it.";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -65,6 +67,9 @@ fn number(flag: &str, value: Option<String>, min: i64, max: i64) -> Result<u64, 
     match value.parse::<i64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n as u64),
         Ok(n) if n < min && min == 1 => Err(format!("{flag} must be greater than 0, got: {n}")),
+        Ok(n) if n < min && max == i64::MAX => {
+            Err(format!("{flag} must be {min} or more, got: {n}"))
+        }
         Ok(n) => Err(format!("{flag} must be between {min} and {max}, got: {n}")),
         Err(_) => Err(format!("{flag} must be a whole number, got: {value:?}")),
     }

@@ -178,6 +178,7 @@ fn bad_flags_are_rejected_clearly() {
             &["--rate", "-3"][..],
             "--rate must be greater than 0, got: -3",
         ),
+        (&["--burst", "-1"][..], "--burst must be 0 or more, got: -1"),
         (
             &["--fail-percent", "140"][..],
             "--fail-percent must be between 0 and 100, got: 140",

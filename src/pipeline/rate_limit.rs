@@ -1,50 +1,8 @@
 //! At most `allowed` events per `interval` through a stage, in every window of that
-//! length, wherever it starts (Broadway's `rate_limiting: [allowed_messages:,
-//! interval:]`, made to hold in sliding windows), enforced by demand.
-//!
-//! # The promise
-//!
-//! With a limit of `allowed` per `interval` and a burst of `b` (default 0), no window
-//! `[t, t + interval)` holds more than `allowed + b` events that left the limiter,
-//! for any `t`. With no burst the events are spaced at least `interval / allowed`
-//! apart (rounded up to the nanosecond, so never closer); a burst lets up to `b`
-//! events go early after the limiter has been idle, and is earned back at the
-//! limit's pace.
-//!
-//! A fixed-window counter ("at most 50 in each second of the limiter's schedule")
-//! does not give this: 50 at the end of one second and 50 at the start of the next
-//! are 100 within a few milliseconds. The limiter is therefore a GCRA (generic cell
-//! rate algorithm, a token bucket kept as one timestamp): it remembers the
-//! theoretical arrival time `tat` of the next event, lets an event pass at `now` if
-//! `now >= tat - b * spacing`, and then sets `tat = max(tat, now) + spacing`.
-//!
-//! # Enforced by demand
-//!
-//! The [`RateLimiter`] subscribes to its producers with manual demand and asks them
-//! for one event at a time, only when that event may pass now. The event is handed
-//! to the limiter only while its consumers have demand for it (that is how a
-//! producer-consumer works), so it leaves the limiter the moment it arrives, and
-//! what the limiter passes is what its consumers receive, at the times the limit
-//! allows. Nothing is dropped and nothing piles up: an event that nobody takes is
-//! simply not asked for, and a slow consumer gets no burst when it catches up
-//! (beyond the configured one).
-//!
-//! One event per ask costs a message round trip per event, a few tens of
-//! microseconds: the limiter is meant for the rates of outside services (up to some
-//! thousands per second), not as a throttle for an in-memory pipeline. With several
-//! producers it asks them in turn; a producer with nothing to send holds the others
-//! up until it sends or leaves, so merge idle-prone sources before the limiter.
-//!
-//! # Changing the rate while running
-//!
-//! `cast(RateLimit)` changes it. The events that already passed stay paid for at the
-//! old rate: the next event passes no sooner than the old rate's smooth schedule
-//! (its schedule without burst) allows and never before the change, the ones after
-//! it at the new spacing, and the new burst has to be earned back by idling. An
-//! event asked for before the change passes on the old terms and the change takes
-//! effect right after it. So a window that spans a change holds no more events than
-//! the faster of the two rates allows in it without burst, and a window wholly on
-//! one side keeps that side's `allowed + burst`.
+//! length wherever it starts (Broadway's `rate_limiting: [allowed_messages:,
+//! interval:]`, made to hold in sliding windows), enforced by demand. The promise,
+//! how it is kept and what a change of rate does are documented on [`RateLimiter`],
+//! where users see them.
 
 use std::fmt;
 use std::sync::Arc;
@@ -245,10 +203,56 @@ type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 /// A producer-consumer that passes its events on unchanged, at most
 /// [`RateLimit::allowed`] `+` [`RateLimit::burst`] in any window of
-/// [`RateLimit::interval`] (see the [module docs](self) for how and why). Change the
-/// rate while it runs with `cast(RateLimit)`.
+/// [`RateLimit::interval`], wherever it starts. Change the rate while it runs with
+/// `cast(RateLimit)`.
 ///
-/// Here with a clock of the test's own, so that nothing depends on timing: 4 per
+/// # The promise
+///
+/// With a limit of `allowed` per `interval` and a burst of `b` (default 0), no window
+/// `[t, t + interval)` holds more than `allowed + b` events that left the limiter,
+/// for any `t`. With no burst the events are spaced at least `interval / allowed`
+/// apart (rounded up to the nanosecond, so never closer); a burst lets up to `b`
+/// events go early after the limiter has been idle, and is earned back at the
+/// limit's pace.
+///
+/// A fixed-window counter ("at most 50 in each second of the limiter's schedule")
+/// does not give this: 50 at the end of one second and 50 at the start of the next
+/// are 100 within a few milliseconds. The limiter is therefore a GCRA (generic cell
+/// rate algorithm, a token bucket kept as one timestamp): it remembers the
+/// theoretical arrival time `tat` of the next event, lets an event pass at `now` if
+/// `now >= tat - b * spacing`, and then sets `tat = max(tat, now) + spacing`.
+///
+/// # Enforced by demand
+///
+/// The limiter subscribes to its producers with manual demand and asks them
+/// for one event at a time, only when that event may pass now. The event is handed
+/// to the limiter only while its consumers have demand for it (that is how a
+/// producer-consumer works), so it leaves the limiter the moment it arrives, and
+/// what the limiter passes is what its consumers receive, at the times the limit
+/// allows. Nothing is dropped and nothing piles up: an event that nobody takes is
+/// simply not asked for, and a slow consumer gets no burst when it catches up
+/// (beyond the configured one).
+///
+/// One event per ask costs a message round trip to the producer per event: the
+/// limiter is meant for the rates of outside services (its tests run an HTTP client
+/// at up to 1 000 per second), not as a throttle for an in-memory pipeline. With several
+/// producers it asks them in turn; a producer with nothing to send holds the others
+/// up until it sends or leaves, so merge idle-prone sources before the limiter.
+///
+/// # Changing the rate while running
+///
+/// `cast(RateLimit)` changes it. The events that already passed stay paid for at the
+/// old rate: the next event passes no sooner than the old rate's smooth schedule
+/// (its schedule without burst) allows and never before the change, the ones after
+/// it at the new spacing, and the new burst has to be earned back by idling. An
+/// event asked for before the change passes on the old terms and the change takes
+/// effect right after it. So a window that spans a change holds no more events than
+/// the faster of the two rates allows in it without burst, and a window wholly on
+/// one side keeps that side's `allowed + burst`.
+///
+/// # Example
+///
+/// Here with a clock of the example's own, so that nothing depends on timing: 4 per
 /// second means one event every 250 ms.
 ///
 /// ```
