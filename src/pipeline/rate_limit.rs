@@ -134,10 +134,10 @@ fn duration_from_nanos(nanos: u128) -> Duration {
 ///
 /// Why it holds: each passed event `k` at `t_k` satisfies `t_k >= tat_{k-1} - tau`
 /// and sets `tat_k >= max(tat_{k-1}, t_k) + spacing`, so `tat` grows by at least
-/// `spacing` per event. For events `i < j`: `t_j >= tat_{j-1} - tau >= t_i + (j - i)
-/// * spacing - tau`. If `i..=j` fit in a window of length `interval`, `t_j - t_i <
-/// interval <= allowed * spacing`, hence `j - i < allowed + burst`: at most `allowed
-/// + burst` events.
+/// `spacing` per event. For events `i < j`:
+/// `t_j >= tat_{j-1} - tau >= t_i + (j - i) * spacing - tau`. If `i..=j` fit in a
+/// window of length `interval`, `t_j - t_i < interval <= allowed * spacing`, hence
+/// `j - i < allowed + burst`: at most `allowed + burst` events.
 #[derive(Clone, Debug)]
 struct Gcra {
     spacing: u128,
