@@ -880,6 +880,108 @@ mod tests {
         assert_eq!(rig.take(1), [4]);
     }
 
+    /// A producer that emits one event each time it is told to, once asked.
+    struct Gate {
+        next: u32,
+        demand: usize,
+        released: usize,
+    }
+    impl Gate {
+        fn flush(&mut self, ctx: &mut Context<'_, Self>) {
+            while self.demand > 0 && self.released > 0 {
+                self.demand -= 1;
+                self.released -= 1;
+                ctx.emit(self.next);
+                self.next += 1;
+            }
+        }
+    }
+    #[derive(Debug)]
+    struct Release;
+    impl Stage for Gate {
+        type In = Never;
+        type Out = u32;
+    }
+    impl Producer for Gate {
+        fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, Self>) {
+            self.demand += demand;
+            self.flush(ctx);
+        }
+    }
+    impl HandleInfo<Release> for Gate {
+        fn handle_info(&mut self, _: Release, ctx: &mut Context<'_, Self>) {
+            self.released += 1;
+            self.flush(ctx);
+        }
+    }
+
+    #[test]
+    fn a_change_while_an_event_is_asked_for_applies_after_it_passes() {
+        let now = Arc::new(Mutex::new(Instant::now()));
+        let clock = now.clone();
+        let gate = start_producer(
+            Gate {
+                next: 0,
+                demand: 0,
+                released: 0,
+            },
+            ProducerOptions::new(),
+        )
+        .unwrap();
+        let limiter = RateLimiter::new(limit(10, 0))
+            .ticks(Ticks::Manual)
+            .clock(move || *clock.lock())
+            .start(ProducerConsumerOptions::new().subscribe_to(&gate, SubscribeOptions::new()))
+            .unwrap();
+        let (tx, rx) = bounded(100);
+        let _sink = start_consumer(
+            Sink { tx, gate: None },
+            ConsumerOptions::new().subscribe_to(&limiter, SubscribeOptions::new()),
+        )
+        .unwrap();
+        let next = || {
+            rx.recv_timeout(WAIT)
+                .expect("the next event within the limit")
+        };
+        let advance = |ms: u64| {
+            *now.lock() += Duration::from_millis(ms);
+            limiter.send_info(Tick).unwrap();
+            limiter.estimate_buffered_count().unwrap();
+        };
+        // The first event is asked for at once and passes at 0 ms.
+        gate.send_info(Release).unwrap();
+        assert_eq!(next(), [0]);
+        // At 100 ms the next is asked for; the rate drops to 1 per second while the
+        // gate holds it.
+        advance(100);
+        limiter.cast(limit(1, 0)).unwrap();
+        advance(50);
+        gate.send_info(Release).unwrap();
+        assert_eq!(
+            next(),
+            [1],
+            "asked before the change: passes on the old terms"
+        );
+        // The change applies once it passed at 150 ms: the next is due on the old
+        // schedule (250 ms), the one after a second later.
+        let passed = |n: u64| {
+            // Round trips: the gate took the release, the limiter anything it sent.
+            gate.estimate_buffered_count().unwrap();
+            limiter.estimate_buffered_count().unwrap();
+            assert_eq!(limiter.metrics().events_out, n);
+        };
+        gate.send_info(Release).unwrap();
+        advance(99);
+        passed(2);
+        advance(1);
+        assert_eq!(next(), [2]);
+        gate.send_info(Release).unwrap();
+        advance(999);
+        passed(3);
+        advance(1);
+        assert_eq!(next(), [3]);
+    }
+
     #[test]
     fn bad_rates_are_rejected_by_name() {
         assert_eq!(
