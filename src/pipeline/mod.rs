@@ -19,7 +19,7 @@ pub use batcher::{Batch, BatchTimeout, Batcher, BatcherOptions, Flush, Producers
 pub use drain::{Halt, Pipeline, PipelineHandle, PipelineReport, StageReport, StageStatus};
 pub use lines::{Line, LineError, LineEvent, LineSource, LinesExhausted};
 pub use progress::{Progress, ProgressReport, StageProgress};
-pub use rate_limit::{IntervalElapsed, RateLimit, RateLimiter, Tick, Ticks};
+pub use rate_limit::{NextDue, RateLimit, RateLimiter, Tick, Ticks};
 pub use retry::{
     Attempt, Carry, DeadLetter, DeadLetters, GiveUp, Jitter, Outcome, Outcomes, RetriesFinished,
     RetryCounts, RetryDecision, RetryDue, RetryPolicy, RetrySource, RetryStats,
