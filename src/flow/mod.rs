@@ -111,7 +111,7 @@ use parking_lot::Mutex;
 use error::invalid;
 use exec::entry::Entry;
 use exec::node::{LayerNode, Pull, SourceNode};
-use exec::sinks::{FoldSink, PartitionRouter, RoundRobinRouter, Xform};
+use exec::sinks::{FoldSink, PartitionRouter, RoundRobinRouter, Speaker, Xform};
 use exec::{Build, Built, Cx, Inbox, LaneCtx, LaneIn, SinkFactory, Stats};
 
 /// Options of a layer: its stage count, demand and window.
@@ -408,7 +408,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         Flow {
             build: Box::new(move |tail: SinkFactory<'a, T>, cx: &Cx| {
                 let producers = iters.len();
-                let lanes = make_lanes(&r, producers, &tail, cx);
+                let lanes = make_lanes(&r, producers, &tail, cx, Some(producers));
                 Ok(Built {
                     node: Box::new(SourceNode::new(
                         iters,
@@ -418,6 +418,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
                         pull,
                     )),
                     lanes: r.stages,
+                    iters: Some(producers),
                 })
             }),
             shape: Shape::Fresh,
@@ -881,15 +882,20 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
                 // vectors freed on another thread than the one that allocated them,
                 // and malloc's arena lock made that the larger cost (W6: 44 -> 35 ms).
                 for f in flows {
-                    let router = router_factory(inbox.clone(), producers, dispatch.clone(), cx);
+                    // A source layer without a reducer passes its iterators' events on
+                    // in order: its routers speak for the iterators (sinks::Speaker).
+                    let for_iters = f.shape != Shape::Triggered;
+                    let router =
+                        router_factory(inbox.clone(), producers, dispatch.clone(), cx, for_iters);
                     let built = (f.build)(router, cx)?;
-                    producers += built.lanes;
+                    producers += built.producers(for_iters);
                     ups.push(built.node);
                 }
-                let lanes = make_lanes(&r, producers, &tail, cx);
+                let lanes = make_lanes(&r, producers, &tail, cx, None);
                 Ok(Built {
                     node: Box::new(LayerNode::new(ups, inbox, lanes, "a partition layer")),
                     lanes: r.stages,
+                    iters: None,
                 })
             }),
             shape: Shape::Fresh,
@@ -1132,11 +1138,14 @@ fn report(cx: &Cx) -> RunReport {
     }
 }
 
+/// The lanes of a layer fed by `producers` producers; `iters` is `Some(iterators)`
+/// for a source layer.
 pub(crate) fn make_lanes<'a, T: Send + 'a>(
     r: &Resolved<T>,
     producers: usize,
     tail: &SinkFactory<'a, T>,
     cx: &Cx,
+    iters: Option<usize>,
 ) -> Vec<Box<dyn LaneIn<T> + 'a>> {
     (0..r.stages)
         .map(|i| {
@@ -1144,6 +1153,8 @@ pub(crate) fn make_lanes<'a, T: Send + 'a>(
                 index: i,
                 total: r.stages,
                 kind: r.window.kind(),
+                tag: Arc::new(exec::Tag::default()),
+                iters,
             };
             Box::new(Entry::new(
                 &r.window,
@@ -1151,6 +1162,7 @@ pub(crate) fn make_lanes<'a, T: Send + 'a>(
                 producers,
                 tail(&lcx),
                 cx.stats.late.clone(),
+                lcx.tag.clone(),
             )) as Box<dyn LaneIn<T> + 'a>
         })
         .collect()
@@ -1165,11 +1177,14 @@ pub(crate) enum Dispatch<T, H> {
     Phantom(PhantomData<fn(&T)>),
 }
 
+/// The routers of an upstream flow into a layer: its producers are numbered from
+/// `offset`; `for_iters`: the flow's last layer has no reducer (see `sinks::Speaker`).
 fn router_factory<'a, T, H>(
     inbox: Arc<Inbox<T>>,
     offset: usize,
     dispatch: Arc<Dispatch<T, H>>,
     cx: &Cx,
+    for_iters: bool,
 ) -> SinkFactory<'a, T>
 where
     T: Send + 'a,
@@ -1180,13 +1195,13 @@ where
         Dispatch::Hash(h) => Box::new(PartitionRouter {
             inbox: inbox.clone(),
             hash: h.clone(),
-            from: offset + lcx.index,
+            speaker: Speaker::new(lcx, offset, for_iters),
             seq: 0,
             stats: stats.clone(),
         }),
         _ => Box::new(RoundRobinRouter {
             inbox: inbox.clone(),
-            from: offset + lcx.index,
+            speaker: Speaker::new(lcx, offset, for_iters),
             seq: 0,
         }),
     })
@@ -1312,7 +1327,7 @@ impl<'a, T: Send + 'a> IntoIterator for Flow<'a, T> {
         let sink: SinkFactory<'a, T> = Arc::new(move |lcx: &LaneCtx| {
             Box::new(RoundRobinRouter {
                 inbox: i.clone(),
-                from: lcx.index,
+                speaker: Speaker::new(lcx, 0, false),
                 seq: 0,
             })
         });
