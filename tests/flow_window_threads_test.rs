@@ -186,3 +186,18 @@ fn an_iterator_that_ended_no_longer_holds_the_watermark() {
         assert_eq!(w0.2, (0..1000).sum::<i64>());
     });
 }
+
+#[test]
+fn a_window_after_a_partition_layer_sees_its_stages_in_a_fixed_order() {
+    // The windowed layer's producers are the 3 stages of the layer before it (their
+    // count is set, not the thread count's): they reach it in the same order on every
+    // pool, so the same events are late.
+    let (rows, late) = on_pools(|| {
+        let mid = Flow::from_iter((0..N).map(unordered))
+            .partition_by(Options::new().stages(3), |e: &Ev| e.1)
+            .map(|(t, k)| (t, k + 1));
+        window_rows(mid, 2)
+    });
+    assert!(late > 0);
+    assert!(!rows.is_empty());
+}

@@ -57,3 +57,12 @@ fn short(x: &impl Debug) -> String {
         None => s,
     }
 }
+
+/// A fresh pool of `n` threads, for tests that check inside (`proptest`'s
+/// `prop_assert!` returns from the test, so it cannot run inside [`each_pool`]).
+pub fn pool(n: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .expect("build a rayon pool")
+}
