@@ -16,6 +16,14 @@
 //! task processes what its upstream routed in the previous round, while the upstream
 //! runs the next one in the same region.
 //!
+//! Order: pulls are numbered under the source's lock, every batch carries the number
+//! of the source chunk it descends from ([`Tag`], [`Envelope::order`]), and an inbox
+//! hands a lane its round's messages sorted by it, so no lane sees which worker ran
+//! first. The routers of a source lane without a reducer speak for the iterators
+//! (`sinks::Speaker`): the next layer's producers are the iterators, not the lanes, and
+//! its windows do not depend on the number of lanes (the flow module docs say what is
+//! guaranteed).
+//!
 //! Folds (`sum`, `count`, `for_each`, `run`) and `collect` run inside the last
 //! layer's lanes (`collect` keeps each lane's output there until the end) and run the
 //! driving loop on a pool worker (inside `rayon::scope`), unless the tree reads stage
