@@ -201,3 +201,31 @@ fn a_window_after_a_partition_layer_sees_its_stages_in_a_fixed_order() {
     assert!(late > 0);
     assert!(!rows.is_empty());
 }
+
+#[test]
+fn shuffle_stages_get_the_same_chunks_on_every_pool() {
+    // A shuffle hands the source's chunks to its stages in turn by their order, not by
+    // which source stage pulled them; flows merged into one layer start their turns
+    // on different stages.
+    let per_stage = on_pools(|| {
+        Flow::from_iter(0..N)
+            .shuffle(Options::new().stages(3))
+            .reduce(|| 0u64, |a, x| a + x)
+            .on_trigger(|a, info| (vec![(info.index, a)], a))
+            .collect::<Vec<(usize, u64)>>()
+    });
+    assert_eq!(per_stage.len(), 3);
+    assert!(per_stage.iter().all(|(_, s)| *s > 0), "{per_stage:?}");
+    let merged = on_pools(|| {
+        let a = Flow::from_iter([1u64]);
+        let b = Flow::from_iter([2u64]);
+        Flow::merge(vec![a, b], Options::new().stages(2))
+            .reduce(Vec::new, |mut v: Vec<u64>, x| {
+                v.push(x);
+                v
+            })
+            .emit_state()
+            .collect::<Vec<Vec<u64>>>()
+    });
+    assert_eq!(merged, [vec![1], vec![2]]);
+}

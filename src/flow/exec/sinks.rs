@@ -289,13 +289,14 @@ impl Speaker {
             msg,
         }
     }
-    /// Whose turn it is, for routers that hand batches to the lanes in turn: the
+    /// Whose turn it is, for routers that hand batches to the lanes in turn: by the
     /// source chunk's order when speaking for the iterators (the same lanes get the
-    /// same chunks, however many source lanes pulled them), else a rotation from the
-    /// lane's own start by its `seq` (its batches so far).
+    /// same chunks, however many source lanes pulled them), else by the lane's `seq`
+    /// (its batches so far); each from a start of its own, so that the flows merged
+    /// into a layer do not all begin with its first lane.
     fn turn(&self, seq: u64) -> usize {
         if self.for_iters {
-            self.tag.order() as usize
+            self.offset + self.tag.order() as usize
         } else {
             self.offset + self.lane + seq as usize
         }
