@@ -36,7 +36,8 @@
 //!
 //! Memory: a round moves at most `MAX_ROUND_EVENTS` source events
 //! (`MAX_FOLD_ROUND_EVENTS` for folds other than `collect`; rounded to whole batches
-//! per lane) through the tree, and at most two rounds per layer are in flight, so
+//! per lane, plus at most one pulled chunk per lane) through the tree, and at most two
+//! rounds per layer are in flight, so
 //! in-flight data is bounded independently of the input length; what stays is the
 //! reducers' state (and, for `collect`, its output). Inboxes keep the allocations of
 //! consumed batches up to a quarter of a round's worth.
@@ -64,8 +65,9 @@ pub(crate) const MAX_ROUND_EVENTS: usize = 1 << 16;
 /// fewer wake-ups of the other workers.
 pub(crate) const MAX_FOLD_ROUND_EVENTS: usize = 1 << 18;
 
-/// The first round of a source (dealt by the driving thread), and its smallest round
-/// (both rounded up to whole batches per lane). Rounds adapt to last about
+/// The first round of a source (dealt by the driving thread; rounded up to a whole
+/// batch), and its smallest round (rounded up to whole batches per lane). Rounds adapt
+/// to last about
 /// [`ROUND_TARGET`]: cheap events get large rounds (the fork/join and wake-ups of a
 /// round cost tens of microseconds), costly ones small rounds (less data in flight,
 /// timers checked more often).

@@ -171,9 +171,10 @@ where
 
 /// One lane's part of a round: pull, process, repeat until its own share and the
 /// round's shared budget are spent or the sources are exhausted (or busy for longer
-/// than [`PULL_WAIT`]). The own share makes every lane, hence every producer of the
-/// next layer, advance in every round: a lane that got nothing for many rounds would
-/// hold back the fixed windows' watermark downstream, keeping windows open longer.
+/// than [`PULL_WAIT`]). The own share makes every lane advance in every round: a lane
+/// that reduces and got nothing for many rounds would hold back the fixed windows'
+/// watermark of the next layer, whose producers are then the lanes. (Lanes that only
+/// map speak for the iterators, and hold nothing back.)
 fn lane_round<T, I>(
     lane: &mut (dyn LaneIn<T> + '_),
     told: &mut [bool],
