@@ -229,3 +229,20 @@ fn shuffle_stages_get_the_same_chunks_on_every_pool() {
     });
     assert_eq!(merged, [vec![1], vec![2]]);
 }
+
+#[test]
+fn each_iterator_holds_the_watermark_until_it_ends() {
+    // One producer per iterator: while the slow iterator (all in window 0) lasts,
+    // window 0 stays open and the fast one's late event (t = 7) joins it; once the
+    // slow one ended, the fast one's last event (t = 3) is late and dropped.
+    each_pool(|_| {
+        let slow: Vec<Ev> = vec![(5, 1); 100_000];
+        let mut fast: Vec<Ev> = (0..N as i64).map(|t| (t, 1)).collect();
+        fast.insert(20_000, (7, 1));
+        fast.push((3, 1));
+        let (rows, late) = window_rows(Flow::from_iters(vec![slow, fast]), 1);
+        assert_eq!(late, 1);
+        let w0 = rows.iter().find(|r| r.0 == 0).expect("window 0");
+        assert_eq!(w0.2, 100_000 * 5 + (0..1000).sum::<i64>() + 7);
+    });
+}
