@@ -2,10 +2,14 @@
 //! their batches themselves (the first 4 096 events of a source are dealt by the
 //! driving thread; the ported suites and the property tests mostly stay below that).
 //! Results are compared with the same computation on std iterators; nothing here
-//! depends on timing.
+//! depends on timing. The window tests run on rayon pools of 1, 2, 4 and 8 threads
+//! (`flow_common`).
+
+mod flow_common;
 
 use std::collections::{BTreeMap, HashMap};
 
+use flow_common::each_pool;
 use stageflow::flow::{Flow, FlowError, Options, TriggerInfo, Unit, Window};
 
 const N: u64 = 200_000;
@@ -93,41 +97,46 @@ fn assert_window_sums(rows: Vec<(i64, u64, u64)>) {
 
 #[test]
 fn fixed_windows_fed_by_several_pulling_stages_close_every_window_once() {
-    // Event time t = i ms: the source stages pull interleaved runs of the input, and
-    // each partition stage closes a window once every source stage has moved past it.
-    let window = Window::fixed(1, Unit::Second, |e: &(u64, u64)| e.0 as i64);
-    let rows: Vec<(i64, u64, u64)> = Flow::from_iter_with(0..N, Options::new().stages(3))
-        .map(|i| (i, i % 5))
-        .partition_by(Options::new().stages(2).window(window), |e: &(u64, u64)| {
-            e.1
-        })
-        .reduce(BTreeMap::new, |mut m: BTreeMap<u64, u64>, (t, k)| {
-            *m.entry(k).or_default() += t;
-            m
-        })
-        .on_trigger(window_rows)
-        .collect();
-    assert_window_sums(rows);
+    each_pool(|_| {
+        // Event time t = i ms: the source stages pull interleaved runs of the input, and
+        // each partition stage takes them in the input's order, closing a window once
+        // the input has moved past it.
+        let window = Window::fixed(1, Unit::Second, |e: &(u64, u64)| e.0 as i64);
+        let rows: Vec<(i64, u64, u64)> = Flow::from_iter_with(0..N, Options::new().stages(3))
+            .map(|i| (i, i % 5))
+            .partition_by(Options::new().stages(2).window(window), |e: &(u64, u64)| {
+                e.1
+            })
+            .reduce(BTreeMap::new, |mut m: BTreeMap<u64, u64>, (t, k)| {
+                *m.entry(k).or_default() += t;
+                m
+            })
+            .on_trigger(window_rows)
+            .collect();
+        assert_window_sums(rows);
+    });
 }
 
 #[test]
 fn fixed_windows_reduced_in_place_in_pieces_match_std() {
-    // reduce_mut, and partition stages whose batch size (max_demand 300) cuts every
-    // routed batch into pieces: each piece's runs are drained from the batch, whose
-    // allocation then goes back to the inbox for the routers to fill again.
-    let window = Window::fixed(1, Unit::Second, |e: &(u64, u64)| e.0 as i64);
-    let rows: Vec<(i64, u64, u64)> = Flow::from_iter_with(0..N, Options::new().stages(3))
-        .map(|i| (i, i % 5))
-        .partition_by(
-            Options::new().stages(2).max_demand(300).window(window),
-            |e: &(u64, u64)| e.1,
-        )
-        .reduce_mut(BTreeMap::new, |m: &mut BTreeMap<u64, u64>, (t, k)| {
-            *m.entry(k).or_default() += t;
-        })
-        .on_trigger(window_rows)
-        .collect();
-    assert_window_sums(rows);
+    each_pool(|_| {
+        // reduce_mut, and partition stages whose batch size (max_demand 300) cuts every
+        // routed batch into pieces: each piece's runs are drained from the batch, whose
+        // allocation then goes back to the inbox for the routers to fill again.
+        let window = Window::fixed(1, Unit::Second, |e: &(u64, u64)| e.0 as i64);
+        let rows: Vec<(i64, u64, u64)> = Flow::from_iter_with(0..N, Options::new().stages(3))
+            .map(|i| (i, i % 5))
+            .partition_by(
+                Options::new().stages(2).max_demand(300).window(window),
+                |e: &(u64, u64)| e.1,
+            )
+            .reduce_mut(BTreeMap::new, |m: &mut BTreeMap<u64, u64>, (t, k)| {
+                *m.entry(k).or_default() += t;
+            })
+            .on_trigger(window_rows)
+            .collect();
+        assert_window_sums(rows);
+    });
 }
 
 #[test]
@@ -215,7 +224,8 @@ fn partition_routers_at_every_stage_count_keep_discard_and_reject_alike() {
 #[test]
 fn every_source_stage_takes_part_in_every_round() {
     // Half of each round is shared out evenly among the source stages, so none of
-    // them starves (a starving producer would hold back fixed-window watermarks).
+    // them starves (a starving source stage that reduces would hold back the
+    // watermarks of the layer after it, whose producers are those stages).
     let per_stage: HashMap<usize, u64> =
         Flow::from_iter_with(0..1_000_000u64, Options::new().stages(2))
             .reduce(|| 0u64, |n, _| n + 1)

@@ -1,9 +1,14 @@
 //! Differential property tests: for random inputs, source stage counts, partition
 //! counts and demands, each operator's result, as a multiset, equals the same
-//! computation with std iterators.
+//! computation with std iterators. The window properties hold on rayon pools of 1, 2,
+//! 4 and 8 threads (`flow_common`), and windows over one iterator give the same
+//! output on every pool.
+
+mod flow_common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use flow_common::{pool, THREADS};
 use proptest::prelude::*;
 use stageflow::flow::{Flow, JoinMode, Options, Window};
 
@@ -125,38 +130,80 @@ proptest! {
 
     #[test]
     fn count_windows_cover_every_event((xs, stages, parts, md) in setup(), n in 1u64..50) {
-        let sums: Vec<u64> = src(&xs, stages, md)
-            .partition(Options::new().stages(parts).window(Window::count(n).trigger_every(3)))
-            .reduce(|| 0u64, |a, x| a + x as u64)
-            .on_trigger(|a, info| {
-                let done = info.trigger == stageflow::flow::TriggerName::Done;
-                (if done { vec![a] } else { vec![] }, a)
-            })
-            .collect();
-        prop_assert_eq!(sums.iter().sum::<u64>(), xs.iter().map(|&x| x as u64).sum::<u64>());
+        for threads in THREADS {
+            let sums: Vec<u64> = pool(threads).install(|| {
+                src(&xs, stages, md)
+                    .partition(Options::new().stages(parts).window(Window::count(n).trigger_every(3)))
+                    .reduce(|| 0u64, |a, x| a + x as u64)
+                    .on_trigger(|a, info| {
+                        let done = info.trigger == stageflow::flow::TriggerName::Done;
+                        (if done { vec![a] } else { vec![] }, a)
+                    })
+                    .collect()
+            });
+            prop_assert_eq!(sums.iter().sum::<u64>(), xs.iter().map(|&x| x as u64).sum::<u64>());
+        }
     }
 
     #[test]
-    fn fixed_windows_in_order_lose_nothing((xs, _stages, parts, md) in setup()) {
-        // Event time = position: every producer sends in order, nothing is late.
+    fn fixed_windows_in_order_lose_nothing((xs, stages, parts, md) in setup()) {
+        // Event time = position: the source sends in order, nothing is late, however
+        // many source stages pass the events on.
         let events: Vec<(i64, u32)> = xs.iter().enumerate().map(|(i, &x)| (i as i64, x)).collect();
-        let w = Window::fixed(10, stageflow::flow::Unit::Millisecond, |e: &(i64, u32)| e.0);
-        let got: Vec<(i64, u64)> = Flow::from_iter_with(events, Options::new().stages(1).max_demand(md))
-            .partition_by(Options::new().stages(parts).window(w), |e| e.1)
-            .reduce(|| 0u64, |a, e| a + e.1 as u64)
-            .on_trigger(|a, info| (vec![(info.window, a)], a))
-            .collect();
         let mut want: HashMap<i64, u64> = HashMap::new();
         for (i, &x) in xs.iter().enumerate() {
             *want.entry(i as i64 / 10 * 10).or_default() += x as u64;
         }
-        let mut merged: HashMap<i64, u64> = HashMap::new();
-        for (w, s) in got {
-            *merged.entry(w).or_default() += s;
-        }
-        merged.retain(|_, s| *s > 0);
         want.retain(|_, s| *s > 0);
-        prop_assert_eq!(merged, want);
+        for threads in THREADS {
+            let w = Window::fixed(10, stageflow::flow::Unit::Millisecond, |e: &(i64, u32)| e.0);
+            let got: Vec<(i64, u64)> = pool(threads).install(|| {
+                Flow::from_iter_with(events.clone(), Options::new().stages(stages).max_demand(md))
+                    .partition_by(Options::new().stages(parts).window(w), |e| e.1)
+                    .reduce(|| 0u64, |a, e| a + e.1 as u64)
+                    .on_trigger(|a, info| (vec![(info.window, a)], a))
+                    .collect()
+            });
+            let mut merged: HashMap<i64, u64> = HashMap::new();
+            for (w, s) in got {
+                *merged.entry(w).or_default() += s;
+            }
+            merged.retain(|_, s| *s > 0);
+            prop_assert_eq!(&merged, &want, "{} threads", threads);
+        }
+    }
+
+    #[test]
+    fn windows_over_one_iterator_do_not_depend_on_the_thread_count(
+        ts in prop::collection::vec(0i64..300, 0..600),
+        parts in 1usize..4,
+        md in 1usize..40,
+        lateness in any::<bool>(),
+    ) {
+        // Unordered event times: which events are late depends on the order they
+        // reach the partition stages. Source stages default to the thread count.
+        let events: Vec<(i64, u32)> = ts.iter().enumerate().map(|(i, &t)| (t, i as u32)).collect();
+        let run = |threads: usize| {
+            pool(threads).install(|| {
+                let mut w = Window::fixed(10, stageflow::flow::Unit::Millisecond, |e: &(i64, u32)| e.0)
+                    .clock(stageflow::flow::ManualClock::new());
+                if lateness {
+                    w = w.allowed_lateness(1, stageflow::flow::Unit::Hour);
+                }
+                let mut it = Flow::from_iter(events.clone())
+                    .partition_by(Options::new().stages(parts).max_demand(md).window(w), |e| e.1 % 3)
+                    .reduce(Vec::new, |mut a: Vec<u32>, e| { a.push(e.1); a })
+                    .on_trigger(|a, info| (vec![(info.index, info.window, info.trigger.clone(), a.clone())], a))
+                    .into_iter();
+                let mut got: Vec<_> = (&mut it).collect();
+                got.sort_by_key(|e| e.0); // stage by stage, each stage's in its order
+                (got, it.report().late_events)
+            })
+        };
+        let one = run(1);
+        for threads in [2, 4, 8] {
+            prop_assert_eq!(&run(threads), &one, "{} threads", threads);
+        }
     }
 
     #[test]

@@ -11,11 +11,16 @@
 //! deals source batches to stages in turn, and those tests say what they assert.
 //! [BEAM] tests are ported to what they mean for threads (no leaked threads, early
 //! drop stops the flow); the GenStage-bridge tests live in `flow_stages_test.rs`.
+//! The tests with windows run on rayon pools of 1, 2, 4 and 8 threads
+//! (`flow_common`): their results must not depend on the thread count.
+
+mod flow_common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use flow_common::each_pool;
 use stageflow::flow::{
     default_partition, Flow, FlowError, JoinMode, Options, Unit, Window, WindowKind,
 };
@@ -346,17 +351,19 @@ fn enumerable_flat_map_then_emit_and_reduce() {
 
 #[test]
 fn enumerable_custom_windowing() {
-    // Upstream [timing] (sleeps 1 ms per event so that all 4 stages get events); here
-    // max_demand 5 spreads the batches deterministically. Each stage that got events
-    // of both windows emits both; all sums add up to 5050.
-    let w = Window::fixed(1, Unit::Second, |x: &u64| if *x <= 50 { 0 } else { 1000 });
-    let v: Vec<u64> =
-        Flow::from_iter_with(1..=100u64, Options::new().window(w).stages(4).max_demand(5))
-            .reduce(|| 0, |a, x| a + x)
-            .on_trigger(|a, _| (vec![a], a))
-            .collect();
-    assert_eq!(v.len(), 8);
-    assert_eq!(v.iter().sum::<u64>(), 5050);
+    each_pool(|_| {
+        // Upstream [timing] (sleeps 1 ms per event so that all 4 stages get events); here
+        // max_demand 5 spreads the batches deterministically. Each stage that got events
+        // of both windows emits both; all sums add up to 5050.
+        let w = Window::fixed(1, Unit::Second, |x: &u64| if *x <= 50 { 0 } else { 1000 });
+        let v: Vec<u64> =
+            Flow::from_iter_with(1..=100u64, Options::new().window(w).stages(4).max_demand(5))
+                .reduce(|| 0, |a, x| a + x)
+                .on_trigger(|a, _| (vec![a], a))
+                .collect();
+        assert_eq!(v.len(), 8);
+        assert_eq!(v.iter().sum::<u64>(), 5050);
+    });
 }
 
 // describe "enumerable-partitioned-stream"
@@ -566,25 +573,27 @@ fn partition_after_shuffling() {
 
 #[test]
 fn partition_allows_custom_windowing() {
-    // [phash2], re-derived: per partition, one sum per window it holds.
-    let w = Window::fixed(1, Unit::Second, |x: &u64| if *x <= 50 { 0 } else { 1000 });
-    let v: Vec<u64> = Flow::from_iter(1..=100u64)
-        .partition(Options::new().window(w).stages(4))
-        .reduce(Vec::new, |mut v, x| {
-            v.push(x);
-            v
-        })
-        .on_trigger(|v, _| (vec![v.iter().sum()], v))
-        .collect();
-    let mut want = Vec::new();
-    for p in by_partition(1..=100, 4) {
-        let (a, b): (Vec<u64>, Vec<u64>) = p.iter().partition(|x| **x <= 50);
-        if !a.is_empty() || !b.is_empty() {
-            want.push(a.iter().sum::<u64>());
-            want.push(b.iter().sum::<u64>());
+    each_pool(|_| {
+        // [phash2], re-derived: per partition, one sum per window it holds.
+        let w = Window::fixed(1, Unit::Second, |x: &u64| if *x <= 50 { 0 } else { 1000 });
+        let v: Vec<u64> = Flow::from_iter(1..=100u64)
+            .partition(Options::new().window(w).stages(4))
+            .reduce(Vec::new, |mut v, x| {
+                v.push(x);
+                v
+            })
+            .on_trigger(|v, _| (vec![v.iter().sum()], v))
+            .collect();
+        let mut want = Vec::new();
+        for p in by_partition(1..=100, 4) {
+            let (a, b): (Vec<u64>, Vec<u64>) = p.iter().partition(|x| **x <= 50);
+            if !a.is_empty() || !b.is_empty() {
+                want.push(a.iter().sum::<u64>());
+                want.push(b.iter().sum::<u64>());
+            }
         }
-    }
-    assert_eq!(sorted(v), sorted(want));
+        assert_eq!(sorted(v), sorted(want));
+    });
 }
 
 // describe "take_sort/3"
@@ -650,116 +659,124 @@ fn partition_sums() -> Vec<u64> {
 
 #[test]
 fn departition_joins_partitioned_data() {
-    // [phash2], re-derived.
-    let v: Vec<Vec<u64>> = sums4()
-        .departition(
-            Vec::new,
-            |s, mut acc: Vec<u64>| {
-                acc.push(s);
-                acc
-            },
-            |acc, _| sorted(acc),
-        )
-        .collect();
-    assert_eq!(v, [partition_sums()]);
-    let v: Vec<(WindowKind, Vec<u64>)> = sums4()
-        .departition(
-            Vec::new,
-            |s, mut acc: Vec<u64>| {
-                acc.push(s);
-                acc
-            },
-            |acc, w| (w.kind, sorted(acc)),
-        )
-        .collect();
-    assert_eq!(v, [(WindowKind::Global, partition_sums())]);
-    let v: Vec<Vec<u64>> = sums4()
-        .departition(
-            Vec::new,
-            |s, mut acc: Vec<u64>| {
-                acc.push(s);
-                acc
-            },
-            |acc, _| acc,
-        )
-        .map(sorted)
-        .collect();
-    assert_eq!(v, [partition_sums()]);
+    each_pool(|_| {
+        // [phash2], re-derived.
+        let v: Vec<Vec<u64>> = sums4()
+            .departition(
+                Vec::new,
+                |s, mut acc: Vec<u64>| {
+                    acc.push(s);
+                    acc
+                },
+                |acc, _| sorted(acc),
+            )
+            .collect();
+        assert_eq!(v, [partition_sums()]);
+        let v: Vec<(WindowKind, Vec<u64>)> = sums4()
+            .departition(
+                Vec::new,
+                |s, mut acc: Vec<u64>| {
+                    acc.push(s);
+                    acc
+                },
+                |acc, w| (w.kind, sorted(acc)),
+            )
+            .collect();
+        assert_eq!(v, [(WindowKind::Global, partition_sums())]);
+        let v: Vec<Vec<u64>> = sums4()
+            .departition(
+                Vec::new,
+                |s, mut acc: Vec<u64>| {
+                    acc.push(s);
+                    acc
+                },
+                |acc, _| acc,
+            )
+            .map(sorted)
+            .collect();
+        assert_eq!(v, [partition_sums()]);
+    });
 }
 
 #[test]
 fn departition_joins_uneven_partitioned_data() {
-    let v: Vec<Vec<u64>> = Flow::from_iter(1..=10u64)
-        .partition_with(Options::new().stages(2).window(Window::count(3)), |x| {
-            Some(if *x == 0 { 0 } else { 1 })
-        })
-        .reduce(|| 0, |a, x| a + x)
-        .departition(
-            Vec::new,
-            |s, mut acc: Vec<u64>| {
-                acc.push(s);
-                acc
-            },
-            |acc, _| sorted(acc),
-        )
-        .collect();
-    assert_eq!(v, [vec![0, 6], vec![15], vec![24], vec![10]]);
+    each_pool(|_| {
+        let v: Vec<Vec<u64>> = Flow::from_iter(1..=10u64)
+            .partition_with(Options::new().stages(2).window(Window::count(3)), |x| {
+                Some(if *x == 0 { 0 } else { 1 })
+            })
+            .reduce(|| 0, |a, x| a + x)
+            .departition(
+                Vec::new,
+                |s, mut acc: Vec<u64>| {
+                    acc.push(s);
+                    acc
+                },
+                |acc, _| sorted(acc),
+            )
+            .collect();
+        assert_eq!(v, [vec![0, 6], vec![15], vec![24], vec![10]]);
+    });
 }
 
 #[test]
 fn departition_with_triggers() {
-    // [phash2], property: with trigger_every(2) keeping the state, each partition's
-    // :done state is its sum; every merged state is a partial or full partition sum.
-    let v: Vec<Vec<u64>> = Flow::from_iter(1..=10u64)
-        .partition(
-            Options::new()
-                .stages(4)
-                .window(Window::global().trigger_every(2)),
-        )
-        .reduce(|| 0, |a, x| a + x)
-        .departition(
-            Vec::new,
-            |s, mut acc: Vec<u64>| {
-                acc.push(s);
-                acc
-            },
-            |acc, _| sorted(acc),
-        )
-        .collect();
-    assert_eq!(v.len(), 1);
-    for s in partition_sums() {
-        assert!(v[0].contains(&s), "{v:?}");
-    }
-    // One state per trigger: floor(len/2) every-triggers plus one done per partition.
-    let triggers: usize = by_partition(1..=10, 4)
-        .iter()
-        .map(|p| p.len() / 2 + 1)
-        .sum();
-    assert_eq!(v[0].len(), triggers);
+    each_pool(|_| {
+        // [phash2], property: with trigger_every(2) keeping the state, each partition's
+        // :done state is its sum; every merged state is a partial or full partition sum.
+        let v: Vec<Vec<u64>> = Flow::from_iter(1..=10u64)
+            .partition(
+                Options::new()
+                    .stages(4)
+                    .window(Window::global().trigger_every(2)),
+            )
+            .reduce(|| 0, |a, x| a + x)
+            .departition(
+                Vec::new,
+                |s, mut acc: Vec<u64>| {
+                    acc.push(s);
+                    acc
+                },
+                |acc, _| sorted(acc),
+            )
+            .collect();
+        assert_eq!(v.len(), 1);
+        for s in partition_sums() {
+            assert!(v[0].contains(&s), "{v:?}");
+        }
+        // One state per trigger: floor(len/2) every-triggers plus one done per partition.
+        let triggers: usize = by_partition(1..=10, 4)
+            .iter()
+            .map(|p| p.len() / 2 + 1)
+            .sum();
+        assert_eq!(v[0].len(), triggers);
+    });
 }
 
 #[test]
 fn departition_with_reduce_operations() {
-    let v: Vec<u64> = Flow::from_iter(1..=10u64)
-        .partition(
-            Options::new()
-                .stages(4)
-                .window(Window::global().trigger_every(2)),
-        )
-        .reduce(|| 0, |a, x| a + x)
-        .on_trigger(|a, _| (vec![a], 0))
-        .departition(
-            Vec::new,
-            |s, mut acc: Vec<u64>| {
-                acc.push(s);
-                acc
-            },
-            |acc, _| sorted(acc),
-        )
-        .reduce(|| 0, |a, v: Vec<u64>| a + v.iter().sum::<u64>())
-        .on_trigger(|a, _| (vec![a], 0))
-        .collect();
-    assert_eq!(v, [55]);
+    each_pool(|_| {
+        let v: Vec<u64> = Flow::from_iter(1..=10u64)
+            .partition(
+                Options::new()
+                    .stages(4)
+                    .window(Window::global().trigger_every(2)),
+            )
+            .reduce(|| 0, |a, x| a + x)
+            .on_trigger(|a, _| (vec![a], 0))
+            .departition(
+                Vec::new,
+                |s, mut acc: Vec<u64>| {
+                    acc.push(s);
+                    acc
+                },
+                |acc, _| sorted(acc),
+            )
+            .reduce(|| 0, |a, v: Vec<u64>| a + v.iter().sum::<u64>())
+            .on_trigger(|a, _| (vec![a], 0))
+            .collect();
+        assert_eq!(v, [55]);
+    });
 }
 
 // describe "merge/3 through partition" and "merge/3 through shuffle"
@@ -788,36 +805,40 @@ fn merge_through_partition() {
 
 #[test]
 fn merge_through_partition_with_windows() {
-    // [phash2], property: every partition emits its sums per window; total 10100.
-    let w = Window::fixed(1, Unit::Second, |x: &u64| if *x <= 100 { 0 } else { 1000 });
-    let v: Vec<(i64, u64)> =
-        Flow::partition_flows(merge_inputs(), Options::new().stages(4).window(w))
-            .reduce(|| 0, |a, x| a + x)
-            .on_trigger(|a, info| (vec![(info.window, a)], a))
-            .collect();
-    assert_eq!(
-        v.iter().filter(|e| e.0 == 0).map(|e| e.1).sum::<u64>(),
-        2550
-    );
-    assert_eq!(
-        v.iter().filter(|e| e.0 == 1000).map(|e| e.1).sum::<u64>(),
-        7550
-    );
+    each_pool(|_| {
+        // [phash2], property: every partition emits its sums per window; total 10100.
+        let w = Window::fixed(1, Unit::Second, |x: &u64| if *x <= 100 { 0 } else { 1000 });
+        let v: Vec<(i64, u64)> =
+            Flow::partition_flows(merge_inputs(), Options::new().stages(4).window(w))
+                .reduce(|| 0, |a, x| a + x)
+                .on_trigger(|a, info| (vec![(info.window, a)], a))
+                .collect();
+        assert_eq!(
+            v.iter().filter(|e| e.0 == 0).map(|e| e.1).sum::<u64>(),
+            2550
+        );
+        assert_eq!(
+            v.iter().filter(|e| e.0 == 1000).map(|e| e.1).sum::<u64>(),
+            7550
+        );
+    });
 }
 
 #[test]
 fn merge_through_shuffle() {
-    let v: Vec<u64> = Flow::merge(merge_inputs(), Options::new().stages(1))
-        .reduce(|| 0, |a, x| a + x)
-        .emit_state()
-        .collect();
-    assert_eq!(v, [10100]);
-    let w = Window::fixed(1, Unit::Second, |x: &u64| if *x <= 100 { 0 } else { 1000 });
-    let v: Vec<u64> = Flow::merge(merge_inputs(), Options::new().stages(1).window(w))
-        .reduce(|| 0, |a, x| a + x)
-        .emit_state()
-        .collect();
-    assert_eq!(v, [2550, 7550]);
+    each_pool(|_| {
+        let v: Vec<u64> = Flow::merge(merge_inputs(), Options::new().stages(1))
+            .reduce(|| 0, |a, x| a + x)
+            .emit_state()
+            .collect();
+        assert_eq!(v, [10100]);
+        let w = Window::fixed(1, Unit::Second, |x: &u64| if *x <= 100 { 0 } else { 1000 });
+        let v: Vec<u64> = Flow::merge(merge_inputs(), Options::new().stages(1).window(w))
+            .reduce(|| 0, |a, x| a + x)
+            .emit_state()
+            .collect();
+        assert_eq!(v, [2550, 7550]);
+    });
 }
 
 // describe "bounded_join/7"
@@ -929,36 +950,38 @@ fn bounded_join_of_mapper_and_reducer_flows() {
 
 #[test]
 fn outer_joins_two_flows_with_windows() {
-    let time = |e: &stageflow::flow::Side<u64, u64>| match e {
-        stageflow::flow::Side::Left(x) | stageflow::flow::Side::Right(x) => *x as i64,
-    };
-    let v: Vec<Row> = Flow::window_join(
-        JoinMode::FullOuter,
-        Flow::from_iter(vec![0u64, 1, 2, 3, 9, 10, 11]),
-        Flow::from_iter(vec![4u64, 5, 6, 7, 8, 12, 13]),
-        Window::fixed(10, Unit::Millisecond, time).trigger_every(2),
-        |l: &u64| *l,
-        |r: &u64| r - 3,
-        |l, r| (l, r),
-        Options::new(),
-    )
-    .collect();
-    let (s, n) = (Some, None);
-    assert_eq!(
-        sorted(v),
-        [
-            (n, s(7)),
-            (n, s(8)),
-            (n, s(12)),
-            (s(0), n),
-            (s(1), s(4)),
-            (s(2), s(5)),
-            (s(3), s(6)),
-            (s(9), n),
-            (s(10), s(13)),
-            (s(11), n)
-        ]
-    );
+    each_pool(|_| {
+        let time = |e: &stageflow::flow::Side<u64, u64>| match e {
+            stageflow::flow::Side::Left(x) | stageflow::flow::Side::Right(x) => *x as i64,
+        };
+        let v: Vec<Row> = Flow::window_join(
+            JoinMode::FullOuter,
+            Flow::from_iter(vec![0u64, 1, 2, 3, 9, 10, 11]),
+            Flow::from_iter(vec![4u64, 5, 6, 7, 8, 12, 13]),
+            Window::fixed(10, Unit::Millisecond, time).trigger_every(2),
+            |l: &u64| *l,
+            |r: &u64| r - 3,
+            |l, r| (l, r),
+            Options::new(),
+        )
+        .collect();
+        let (s, n) = (Some, None);
+        assert_eq!(
+            sorted(v),
+            [
+                (n, s(7)),
+                (n, s(8)),
+                (n, s(12)),
+                (s(0), n),
+                (s(1), s(4)),
+                (s(2), s(5)),
+                (s(3), s(6)),
+                (s(9), n),
+                (s(10), s(13)),
+                (s(11), n)
+            ]
+        );
+    });
 }
 
 // describe "mapper_reducer"
@@ -1023,23 +1046,25 @@ fn discarded_events_are_reported() {
 
 #[test]
 fn endless_windowed_flow_emits_as_windows_close() {
-    // Bounded memory for unbounded input: an endless source with a count window
-    // streams one sum per window as windows complete; taking 100 stops the flow.
-    let sums: Vec<u64> = Flow::from_iter_with(0u64.., Options::new().stages(1))
-        .partition_with(Options::new().stages(2).window(Window::count(1000)), |x| {
-            Some((*x % 2) as usize)
-        })
-        .reduce(|| 0, |a, x| a + x)
-        .emit_state()
-        .into_iter()
-        .take(100)
-        .collect();
-    assert_eq!(sums.len(), 100);
-    // With one source stage each partition sees its events in order: the first
-    // windows hold the evens 0..2000 (sum 999_000) and the odds 1..2000 (1_000_000).
-    assert!(
-        sums.contains(&999_000) && sums.contains(&1_000_000),
-        "{:?}",
-        &sums[..4]
-    );
+    each_pool(|_| {
+        // Bounded memory for unbounded input: an endless source with a count window
+        // streams one sum per window as windows complete; taking 100 stops the flow.
+        let sums: Vec<u64> = Flow::from_iter_with(0u64.., Options::new().stages(1))
+            .partition_with(Options::new().stages(2).window(Window::count(1000)), |x| {
+                Some((*x % 2) as usize)
+            })
+            .reduce(|| 0, |a, x| a + x)
+            .emit_state()
+            .into_iter()
+            .take(100)
+            .collect();
+        assert_eq!(sums.len(), 100);
+        // With one source stage each partition sees its events in order: the first
+        // windows hold the evens 0..2000 (sum 999_000) and the odds 1..2000 (1_000_000).
+        assert!(
+            sums.contains(&999_000) && sums.contains(&1_000_000),
+            "{:?}",
+            &sums[..4]
+        );
+    });
 }

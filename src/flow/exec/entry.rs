@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::flow::exec::{BoxSink, LaneIn};
+use crate::flow::exec::{BoxSink, LaneIn, Tag};
 use crate::flow::window::{ByFn, Clock, Kind, Punct, PunctFactory, PunctFn, TriggerName, Window};
 
 enum Mode<T> {
@@ -58,6 +58,8 @@ pub(crate) struct Entry<'a, T> {
     /// Events of late runs dropped by fixed windows (reported in `RunReport`).
     pub(crate) dropped: Arc<std::sync::atomic::AtomicU64>,
     loose: bool,
+    /// Shared with the lane's routers: the origin of the batch being processed.
+    tag: Arc<Tag>,
 }
 
 impl<'a, T: Send + 'a> Entry<'a, T> {
@@ -67,6 +69,7 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
         producers: usize,
         next: BoxSink<'a, T>,
         dropped: Arc<std::sync::atomic::AtomicU64>,
+        tag: Arc<Tag>,
     ) -> Self {
         let clock: Option<Arc<dyn Clock>> = if window.has_timers() {
             Some(
@@ -120,6 +123,7 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
                 .map(|(p, name)| (*p, name.clone(), now + *p))
                 .collect(),
             dropped,
+            tag,
         }
     }
 
@@ -307,7 +311,8 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
 }
 
 impl<'a, T: Send + 'a> LaneIn<T> for Entry<'a, T> {
-    fn batch(&mut self, from: usize, mut items: Vec<T>) -> Vec<T> {
+    fn batch(&mut self, from: usize, order: u64, mut items: Vec<T>) -> Vec<T> {
+        self.tag.set(order, from);
         // GenStage hands a stage at most max_demand - min_demand events at a time.
         let bs = self.batch_size;
         if matches!(self.mode, Mode::Fixed { .. }) {
@@ -346,6 +351,11 @@ impl<'a, T: Send + 'a> LaneIn<T> for Entry<'a, T> {
         if let Mode::Fixed { recent, .. } = &mut self.mode {
             recent.remove(&from);
         }
+    }
+
+    fn source_ended(&mut self, from: usize, order: u64) {
+        self.tag.set(order, from);
+        self.next.producer_done(from);
     }
 
     fn tick(&mut self) {

@@ -16,6 +16,14 @@
 //! task processes what its upstream routed in the previous round, while the upstream
 //! runs the next one in the same region.
 //!
+//! Order: pulls are numbered under the source's lock, every batch carries the number
+//! of the source chunk it descends from ([`Tag`], [`Envelope::order`]), and an inbox
+//! hands a lane its round's messages sorted by it, so no lane sees which worker ran
+//! first. The routers of a source lane without a reducer speak for the iterators
+//! (`sinks::Speaker`): the next layer's producers are the iterators, not the lanes, and
+//! its windows do not depend on the number of lanes (the flow module docs say what is
+//! guaranteed).
+//!
 //! Folds (`sum`, `count`, `for_each`, `run`) and `collect` run inside the last
 //! layer's lanes (`collect` keeps each lane's output there until the end) and run the
 //! driving loop on a pool worker (inside `rayon::scope`), unless the tree reads stage
@@ -28,7 +36,8 @@
 //!
 //! Memory: a round moves at most `MAX_ROUND_EVENTS` source events
 //! (`MAX_FOLD_ROUND_EVENTS` for folds other than `collect`; rounded to whole batches
-//! per lane) through the tree, and at most two rounds per layer are in flight, so
+//! per lane, plus at most one pulled chunk per lane) through the tree, and at most two
+//! rounds per layer are in flight, so
 //! in-flight data is bounded independently of the input length; what stays is the
 //! reducers' state (and, for `collect`, its output). Inboxes keep the allocations of
 //! consumed batches up to a quarter of a round's worth.
@@ -38,6 +47,7 @@ pub(crate) mod node;
 pub(crate) mod sinks;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -55,8 +65,9 @@ pub(crate) const MAX_ROUND_EVENTS: usize = 1 << 16;
 /// fewer wake-ups of the other workers.
 pub(crate) const MAX_FOLD_ROUND_EVENTS: usize = 1 << 18;
 
-/// The first round of a source (dealt by the driving thread), and its smallest round
-/// (both rounded up to whole batches per lane). Rounds adapt to last about
+/// The first round of a source (dealt by the driving thread; rounded up to a whole
+/// batch), and its smallest round (rounded up to whole batches per lane). Rounds adapt
+/// to last about
 /// [`ROUND_TARGET`]: cheap events get large rounds (the fork/join and wake-ups of a
 /// round cost tens of microseconds), costly ones small rounds (less data in flight,
 /// timers checked more often).
@@ -86,6 +97,35 @@ pub(crate) struct LaneCtx {
     pub index: usize,
     pub total: usize,
     pub kind: WindowKind,
+    /// Where the batch the lane is processing came from (see [`Tag`]).
+    pub tag: Arc<Tag>,
+    /// `Some(iterators)` for the lanes of a source layer: their routers may speak for
+    /// the iterators instead of the lanes (see `sinks::Speaker`).
+    pub iters: Option<usize>,
+}
+
+/// The origin of the batch a lane is processing: the source chunk it descends from
+/// (its *order*) and, in a source layer, the iterator that chunk came from. The lane's
+/// entry sets it before each batch and its routers stamp their output with it. Set
+/// and read by the one worker that runs the lane in a round (rayon's job boundaries
+/// order the rounds), so relaxed atomics suffice: one store and one load per batch.
+#[derive(Debug, Default)]
+pub(crate) struct Tag {
+    order: AtomicU64,
+    from: AtomicUsize,
+}
+
+impl Tag {
+    pub fn set(&self, order: u64, from: usize) {
+        self.order.store(order, Ordering::Relaxed);
+        self.from.store(from, Ordering::Relaxed);
+    }
+    pub fn order(&self) -> u64 {
+        self.order.load(Ordering::Relaxed)
+    }
+    pub fn from(&self) -> usize {
+        self.from.load(Ordering::Relaxed)
+    }
 }
 
 /// One step of a lane's fused operation chain. Batches of one window at a time flow
@@ -106,6 +146,10 @@ pub(crate) trait Sink<T>: Send {
     }
     /// Fire trigger `name` on window `w`; `complete` means the window is over.
     fn trigger(&mut self, w: i64, name: &TriggerName, complete: bool);
+    /// Iterator `from` of the source ended (after its last batch). Only mappers pass
+    /// it on, to routers that speak for the iterators; a reducer's lane is a producer
+    /// of its own, whose end is its `finish`.
+    fn producer_done(&mut self, _from: usize) {}
     /// The lane's input ended (after every trigger).
     fn finish(&mut self);
     /// Whether the chain observes batch boundaries (`map_batch`), so the lane must cut
@@ -128,10 +172,16 @@ pub(crate) enum Msg<T> {
     Batch(Vec<T>),
     /// The producer finished; it no longer holds back fixed-window watermarks.
     Done,
+    /// To a source lane from the driver: iterator `from` ended with the batch before;
+    /// the lane tells its chain ([`Sink::producer_done`]).
+    Ended,
 }
 
 pub(crate) struct Envelope<T> {
     pub from: usize,
+    /// The source chunk the batch descends from (see [`Tag`]); `u64::MAX` for a
+    /// producer's end of input, which follows everything.
+    pub order: u64,
     pub seq: u64,
     pub msg: Msg<T>,
 }
@@ -223,15 +273,19 @@ impl<T> Inbox<T> {
         let i = rayon::current_thread_index().unwrap_or(0);
         &self.spares[i % self.spares.len()]
     }
-    /// Takes every lane's messages, each in FIFO order per producer.
+    /// Takes every lane's messages in the order of the source chunks they descend
+    /// from, each producer's in FIFO order.
     pub fn take(&self) -> Vec<Vec<Envelope<T>>> {
         self.lanes
             .iter()
             .map(|l| {
                 let mut v = std::mem::take(&mut *l.lock());
-                // Producers push concurrently; per-producer FIFO is what GenStage
-                // guarantees, so order by (producer, sequence).
-                v.sort_by_key(|e| (e.from, e.seq));
+                // Producers push concurrently. A producer stamps its messages with
+                // non-decreasing orders and increasing sequence numbers, so this keeps
+                // GenStage's per-producer FIFO; across producers it puts the batches
+                // in the order their events left the source, whichever worker ran
+                // them first: what a lane sees does not depend on the thread count.
+                v.sort_by_key(|e| (e.order, e.from, e.seq));
                 v
             })
             .collect()
@@ -240,10 +294,14 @@ impl<T> Inbox<T> {
 
 /// The input side of a lane: window logic in front of the lane's chain.
 pub(crate) trait LaneIn<T>: Send {
-    /// Processes a batch; returns its allocation if the lane emptied it without
-    /// keeping it (for the inbox's spares), else an unallocated vector.
-    fn batch(&mut self, from: usize, items: Vec<T>) -> Vec<T>;
+    /// Processes a batch of producer `from` descending from source chunk `order`;
+    /// returns its allocation if the lane emptied it without keeping it (for the
+    /// inbox's spares), else an unallocated vector.
+    fn batch(&mut self, from: usize, order: u64, items: Vec<T>) -> Vec<T>;
     fn producer_done(&mut self, from: usize);
+    /// In a source layer: iterator `from` ended, found so by the pull of chunk
+    /// `order` (told to one lane only, unlike `producer_done`).
+    fn source_ended(&mut self, from: usize, order: u64);
     /// Lets timers fire (periodic windows and triggers, lateness).
     fn tick(&mut self);
     fn finish(&mut self);
@@ -316,12 +374,13 @@ pub(crate) fn lane_task<'s, 'a: 's, T: Send + 'a>(
             for env in msgs {
                 match env.msg {
                     Msg::Batch(items) => {
-                        let buf = lane.batch(env.from, items);
+                        let buf = lane.batch(env.from, env.order, items);
                         if let Some(inbox) = spares {
                             inbox.recycle(buf);
                         }
                     }
                     Msg::Done => lane.producer_done(env.from),
+                    Msg::Ended => lane.source_ended(env.from, env.order),
                 }
             }
             lane.tick();
@@ -346,10 +405,23 @@ pub(crate) fn lane_panic(
 
 pub(crate) type BoxNode<'a> = Box<dyn Node + 'a>;
 
-/// A node and the number of its lanes (the producers its downstream sees).
+/// A node and the number of its lanes.
 pub(crate) struct Built<'a> {
     pub node: BoxNode<'a>,
     pub lanes: usize,
+    /// `Some(iterators)` if the node is a source layer.
+    pub iters: Option<usize>,
+}
+
+impl Built<'_> {
+    /// The producers the next layer sees: the source's iterators if the routers speak
+    /// for them (`sinks::Speaker`), else the lanes.
+    pub fn producers(&self, for_iters: bool) -> usize {
+        match self.iters {
+            Some(m) if for_iters => m,
+            _ => self.lanes,
+        }
+    }
 }
 
 /// How a flow is turned into running nodes once its consumer is known: given the sink

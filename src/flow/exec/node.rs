@@ -34,14 +34,31 @@ struct Sources<I> {
     /// ([`Pull::Lanes`]): shared, so a lane whose worker is free takes more than one
     /// that started late.
     budget: usize,
+    /// The order of the next pull: pulls are numbered as they leave the iterators.
+    order: u64,
+}
+
+/// What one pull took.
+struct Pulled<T> {
+    /// The iterator the events come from.
+    k: usize,
+    /// The pull's number: the order of its chunk among all the source's chunks.
+    order: u64,
+    items: Vec<T>,
+    /// Iterators found exhausted by this pull.
+    ended: Vec<usize>,
 }
 
 impl<I: Iterator> Sources<I> {
     /// Pulls up to `max` events from the next live iterator, round-robin; an empty
     /// batch means every iterator is exhausted. An iterator that returns fewer events
-    /// than asked for is exhausted (dropped).
-    fn pull(&mut self, max: usize) -> (usize, Vec<I::Item>) {
+    /// than asked for is exhausted (dropped). Called under the lock, so chunks are
+    /// numbered in the order they leave the iterators, whichever lane pulls them.
+    fn pull(&mut self, max: usize) -> Pulled<I::Item> {
         let m = self.iters.len();
+        let order = self.order;
+        self.order += 1;
+        let mut ended = Vec::new();
         for _ in 0..m {
             let k = self.next_iter % m;
             self.next_iter = (self.next_iter + 1) % m;
@@ -52,12 +69,23 @@ impl<I: Iterator> Sources<I> {
             v.extend(it.by_ref().take(max));
             if v.len() < max {
                 self.iters[k] = None;
+                ended.push(k);
             }
             if !v.is_empty() {
-                return (k, v);
+                return Pulled {
+                    k,
+                    order,
+                    items: v,
+                    ended,
+                };
             }
         }
-        (0, Vec::new())
+        Pulled {
+            k: 0,
+            order,
+            items: Vec::new(),
+            ended,
+        }
     }
 
     fn exhausted(&self) -> bool {
@@ -123,6 +151,7 @@ where
                 next_iter: 0,
                 failed: false,
                 budget: 0,
+                order: 0,
             }),
             pull,
             next_lane: 0,
@@ -142,9 +171,10 @@ where
 
 /// One lane's part of a round: pull, process, repeat until its own share and the
 /// round's shared budget are spent or the sources are exhausted (or busy for longer
-/// than [`PULL_WAIT`]). The own share makes every lane, hence every producer of the
-/// next layer, advance in every round: a lane that got nothing for many rounds would
-/// hold back the fixed windows' watermark downstream, keeping windows open longer.
+/// than [`PULL_WAIT`]). The own share makes every lane advance in every round: a lane
+/// that reduces and got nothing for many rounds would hold back the fixed windows'
+/// watermark of the next layer, whose producers are then the lanes. (Lanes that only
+/// map speak for the iterators, and hold nothing back.)
 fn lane_round<T, I>(
     lane: &mut (dyn LaneIn<T> + '_),
     told: &mut [bool],
@@ -164,14 +194,22 @@ where
         if g.failed || own + g.budget == 0 {
             break;
         }
-        let max = chunk.min(own + g.budget);
-        let (k, items) = match catch_unwind(AssertUnwindSafe(|| g.pull(max))) {
+        // Always a whole chunk (the round may end up to a chunk per lane larger than
+        // planned): the source's chunks, hence the batches the next layer sees, are
+        // the same however many lanes pull and whatever their share.
+        let pulled = match catch_unwind(AssertUnwindSafe(|| g.pull(chunk))) {
             Ok(p) => p,
             Err(p) => {
                 g.failed = true;
                 return Err(source_error(p));
             }
         };
+        let Pulled {
+            k,
+            order,
+            items,
+            ended,
+        } = pulled;
         let from_own = items.len().min(own);
         own -= from_own;
         g.budget -= (items.len() - from_own).min(g.budget);
@@ -180,7 +218,12 @@ where
         let empty = items.is_empty();
         catch_unwind(AssertUnwindSafe(|| {
             if !empty {
-                drop(lane.batch(k, items));
+                drop(lane.batch(k, order, items));
+            }
+            // Behind their last chunk: routers that speak for the iterators announce
+            // their end downstream.
+            for j in ended {
+                lane.source_ended(j, order);
             }
             // After the lane's last batch from them: fixed windows stop waiting for
             // these producers' watermarks.
@@ -212,21 +255,29 @@ where
         let mut msgs: Vec<Vec<Envelope<I::Item>>> = (0..n).map(|_| Vec::new()).collect();
         let src = self.src.get_mut();
         let mut pulled = 0;
-        let mut seq = 0u64;
         while pulled < total && !src.exhausted() {
-            let (k, items) = catch_unwind(AssertUnwindSafe(|| src.pull(bs))).map_err(|p| {
+            let p = catch_unwind(AssertUnwindSafe(|| src.pull(bs))).map_err(|p| {
                 src.failed = true;
                 source_error(p)
             })?;
-            pulled += items.len();
-            seq += 1;
-            if !items.is_empty() {
-                msgs[self.next_lane % n].push(Envelope {
-                    from: k,
-                    seq,
-                    msg: Msg::Batch(items),
+            pulled += p.items.len();
+            let lane = self.next_lane % n;
+            if !p.items.is_empty() {
+                msgs[lane].push(Envelope {
+                    from: p.k,
+                    order: p.order,
+                    seq: p.order,
+                    msg: Msg::Batch(p.items),
                 });
                 self.next_lane += 1;
+            }
+            for j in p.ended {
+                msgs[lane].push(Envelope {
+                    from: j,
+                    order: p.order,
+                    seq: u64::MAX,
+                    msg: Msg::Ended,
+                });
             }
             for (j, it) in src.iters.iter().enumerate() {
                 if it.is_none() && !self.told[0][j] {
@@ -234,6 +285,7 @@ where
                         told[j] = true;
                         lane.push(Envelope {
                             from: j,
+                            order: u64::MAX,
                             seq: u64::MAX,
                             msg: Msg::Done,
                         });
@@ -270,13 +322,13 @@ where
         self.started = Instant::now();
         let n = self.lanes.len();
         let bs = self.batch_size;
-        // Whole batches per lane.
-        let total = self.round_events.div_ceil(n).div_ceil(bs).max(1) * bs * n;
         // The first round is always dealt by the driver, batch by batch in turn:
         // small inputs (up to MIN_ROUND_EVENTS) are spread over the stages the same
         // way on every run (quirk 5), independently of which worker is free first.
+        // Its size is whole batches, not whole batches per lane: where it ends (and
+        // the lanes' chunks start) does not depend on the number of lanes.
         if self.pull == Pull::Driver || std::mem::take(&mut self.first) {
-            let msgs = self.deal(total)?;
+            let msgs = self.deal(self.round_events.div_ceil(bs).max(1) * bs)?;
             for (i, (lane, m)) in self.lanes.iter_mut().zip(msgs).enumerate() {
                 push_task(
                     cols,
@@ -290,6 +342,8 @@ where
         // takes several batches at once; the lane cuts them back to the batch size
         // where its chain can tell).
         let chunk = (PULL_LIMIT / bs).max(1) * bs;
+        // Whole batches per lane.
+        let total = self.round_events.div_ceil(n).div_ceil(bs).max(1) * bs * n;
         let SourceNode {
             src, lanes, told, ..
         } = self;
@@ -322,6 +376,7 @@ where
                         .filter(|&j| !std::mem::replace(&mut told[j], true))
                         .map(|j| Envelope {
                             from: j,
+                            order: u64::MAX,
                             seq: u64::MAX,
                             msg: Msg::Done,
                         })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::flow::exec::{BoxSink, Envelope, Inbox, LaneCtx, Msg, Run, Sink, Stats};
+use crate::flow::exec::{BoxSink, Envelope, Inbox, LaneCtx, Msg, Run, Sink, Stats, Tag};
 use crate::flow::window::{TriggerInfo, TriggerName, WindowKind};
 
 /// A fused mapper: transforms whole batches (`map`, `filter`, `flat_map`, `uniq`, ...).
@@ -32,6 +32,9 @@ where
     }
     fn trigger(&mut self, w: i64, name: &TriggerName, complete: bool) {
         self.next.trigger(w, name, complete)
+    }
+    fn producer_done(&mut self, from: usize) {
+        self.next.producer_done(from)
     }
     fn finish(&mut self) {
         self.next.finish()
@@ -244,12 +247,86 @@ where
     }
 }
 
+/// Who a router says its batches come from, and in which order they go.
+///
+/// A lane of a source layer whose chain only maps passes on the events of the chunks
+/// it pulled, in their order; the next layer then sees the source's *iterators* as its
+/// producers (one per iterator, as Elixir's `from_enumerables`, whose streamers are
+/// the producers when the source has no stage of its own), not the lanes, whose number
+/// follows the thread count. Each iterator's end is announced after its last chunk.
+/// Otherwise (a reducer in the layer, any later layer) each lane is a producer, ending
+/// with its `finish`. Either way, batches carry the order of the source chunk they
+/// descend from ([`Tag`]), by which the next layer takes them.
+pub(crate) struct Speaker {
+    tag: Arc<Tag>,
+    /// The id of the first producer this router's layer contributes downstream.
+    offset: usize,
+    lane: usize,
+    for_iters: bool,
+}
+
+impl Speaker {
+    /// `for_iters`: the lane's chain has no reducer; the router speaks for the
+    /// iterators if the lane is a source lane.
+    pub fn new(lcx: &LaneCtx, offset: usize, for_iters: bool) -> Self {
+        Speaker {
+            tag: lcx.tag.clone(),
+            offset,
+            lane: lcx.index,
+            for_iters: for_iters && lcx.iters.is_some(),
+        }
+    }
+    fn envelope<T>(&self, seq: u64, msg: Msg<T>) -> Envelope<T> {
+        let from = if self.for_iters {
+            self.tag.from()
+        } else {
+            self.lane
+        };
+        Envelope {
+            from: self.offset + from,
+            order: self.tag.order(),
+            seq,
+            msg,
+        }
+    }
+    /// Whose turn it is, for routers that hand batches to the lanes in turn: by the
+    /// source chunk's order when speaking for the iterators (the same lanes get the
+    /// same chunks, however many source lanes pulled them), else by the lane's `seq`
+    /// (its batches so far); each from a start of its own, so that the flows merged
+    /// into a layer do not all begin with its first lane.
+    fn turn(&self, seq: u64) -> usize {
+        if self.for_iters {
+            self.offset + self.tag.order() as usize
+        } else {
+            self.offset + self.lane + seq as usize
+        }
+    }
+    /// The end of iterator `from`, if this router speaks for the iterators.
+    fn ended<T>(&self, from: usize) -> Option<Envelope<T>> {
+        self.for_iters.then(|| Envelope {
+            from: self.offset + from,
+            order: self.tag.order(),
+            seq: u64::MAX,
+            msg: Msg::Done,
+        })
+    }
+    /// The lane's end, if it is a producer.
+    fn finished<T>(&self) -> Option<Envelope<T>> {
+        (!self.for_iters).then(|| Envelope {
+            from: self.offset + self.lane,
+            order: u64::MAX,
+            seq: u64::MAX,
+            msg: Msg::Done,
+        })
+    }
+}
+
 /// Routes a lane's output to the next layer's lanes by partition: one bucket per lane
 /// and input batch.
 pub(crate) struct PartitionRouter<T, H> {
     pub inbox: Arc<Inbox<T>>,
     pub hash: Arc<H>,
-    pub from: usize,
+    pub speaker: Speaker,
     pub seq: u64,
     pub stats: Arc<Stats>,
 }
@@ -328,28 +405,25 @@ where
             if b.is_empty() {
                 self.inbox.recycle(b);
             } else {
-                self.inbox.push(
-                    p,
-                    Envelope {
-                        from: self.from,
-                        seq: self.seq,
-                        msg: Msg::Batch(b),
-                    },
-                );
+                self.inbox
+                    .push(p, self.speaker.envelope(self.seq, Msg::Batch(b)));
             }
         }
     }
     fn trigger(&mut self, _w: i64, _name: &TriggerName, _complete: bool) {}
+    fn producer_done(&mut self, from: usize) {
+        announce(&self.inbox, || self.speaker.ended(from));
+    }
     fn finish(&mut self) {
-        for p in 0..self.inbox.lanes() {
-            self.inbox.push(
-                p,
-                Envelope {
-                    from: self.from,
-                    seq: u64::MAX,
-                    msg: Msg::Done,
-                },
-            );
+        announce(&self.inbox, || self.speaker.finished());
+    }
+}
+
+/// Pushes the end of a producer made by `end` (if any) to every lane of `inbox`.
+fn announce<T>(inbox: &Inbox<T>, end: impl Fn() -> Option<Envelope<T>>) {
+    for p in 0..inbox.lanes() {
+        if let Some(e) = end() {
+            inbox.push(p, e);
         }
     }
 }
@@ -364,36 +438,23 @@ fn out_of_range(p: usize, n: usize) -> ! {
 /// has no routing either; a rotating start spreads small inputs over the stages).
 pub(crate) struct RoundRobinRouter<T> {
     pub inbox: Arc<Inbox<T>>,
-    pub from: usize,
+    pub speaker: Speaker,
     pub seq: u64,
 }
 
 impl<T: Send> Sink<T> for RoundRobinRouter<T> {
     fn events(&mut self, _w: i64, batch: Vec<T>) {
-        let n = self.inbox.lanes();
-        let lane = (self.from + self.seq as usize) % n;
+        let lane = self.speaker.turn(self.seq) % self.inbox.lanes();
         self.seq += 1;
-        self.inbox.push(
-            lane,
-            Envelope {
-                from: self.from,
-                seq: self.seq,
-                msg: Msg::Batch(batch),
-            },
-        );
+        self.inbox
+            .push(lane, self.speaker.envelope(self.seq, Msg::Batch(batch)));
     }
     fn trigger(&mut self, _w: i64, _name: &TriggerName, _complete: bool) {}
+    fn producer_done(&mut self, from: usize) {
+        announce(&self.inbox, || self.speaker.ended(from));
+    }
     fn finish(&mut self) {
-        for p in 0..self.inbox.lanes() {
-            self.inbox.push(
-                p,
-                Envelope {
-                    from: self.from,
-                    seq: u64::MAX,
-                    msg: Msg::Done,
-                },
-            );
-        }
+        announce(&self.inbox, || self.speaker.finished());
     }
 }
 
@@ -433,6 +494,7 @@ impl<S: Send> Sink<S> for TagRouter<S> {
                 0,
                 Envelope {
                     from: self.cx.index,
+                    order: self.cx.tag.order(),
                     seq: self.seq,
                     msg: Msg::Batch(items),
                 },
@@ -457,6 +519,7 @@ impl<S: Send> Sink<S> for TagRouter<S> {
                 0,
                 Envelope {
                     from: self.cx.index,
+                    order: self.cx.tag.order(),
                     seq: self.seq,
                     msg: Msg::Batch(vec![t]),
                 },
@@ -468,6 +531,7 @@ impl<S: Send> Sink<S> for TagRouter<S> {
             0,
             Envelope {
                 from: self.cx.index,
+                order: u64::MAX,
                 seq: u64::MAX,
                 msg: Msg::Done,
             },

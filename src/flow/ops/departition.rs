@@ -147,7 +147,7 @@ where
                     next: tail(lcx),
                 })
             });
-            let lanes = make_lanes(&r, parts, &core, cx);
+            let lanes = make_lanes(&r, parts, &core, cx, None);
             Ok(Built {
                 node: Box::new(LayerNode::new(
                     vec![up.node],
@@ -156,6 +156,7 @@ where
                     "a departition layer",
                 )),
                 lanes: 1,
+                iters: None,
             })
         }),
         shape: Shape::Fresh,

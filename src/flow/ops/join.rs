@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::flow::exec::node::LayerNode;
-use crate::flow::exec::sinks::{PartitionRouter, Xform};
+use crate::flow::exec::sinks::{PartitionRouter, Speaker, Xform};
 use crate::flow::exec::{BoxSink, Built, Cx, Inbox, LaneCtx, Sink, SinkFactory};
 use crate::flow::hash::partition_of;
 use crate::flow::window::TriggerName;
@@ -253,17 +253,22 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
                     })
                 });
                 // Each side's last layer tags its events and routes them by key.
-                let side_router = |offset: usize| {
+                // A side without a reducer speaks for its iterators (sinks::Speaker).
+                let (left_iters, right_iters) = (
+                    left.shape != Shape::Triggered,
+                    right.shape != Shape::Triggered,
+                );
+                let side_router = |offset: usize, for_iters: bool| {
                     let (inbox, hash, stats) = (inbox.clone(), hash.clone(), cx.stats.clone());
                     move |lcx: &LaneCtx| PartitionRouter {
                         inbox: inbox.clone(),
                         hash: hash.clone(),
-                        from: offset + lcx.index,
+                        speaker: Speaker::new(lcx, offset, for_iters),
                         seq: 0,
                         stats: stats.clone(),
                     }
                 };
-                let lr = side_router(0);
+                let lr = side_router(0, left_iters);
                 let lsink: SinkFactory<'a, L> = Arc::new(move |lcx: &LaneCtx| {
                     Box::new(Xform {
                         f: |v: Vec<L>| v.into_iter().map(Side::Left).collect(),
@@ -273,7 +278,7 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
                     })
                 });
                 let lb = left.start(lsink, cx)?;
-                let rr = side_router(lb.lanes);
+                let rr = side_router(lb.producers(left_iters), right_iters);
                 let rsink: SinkFactory<'a, R> = Arc::new(move |lcx: &LaneCtx| {
                     Box::new(Xform {
                         f: |v: Vec<R>| v.into_iter().map(Side::Right).collect(),
@@ -283,7 +288,7 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
                     })
                 });
                 let rb = right.start(rsink, cx)?;
-                let producers = lb.lanes + rb.lanes;
+                let producers = lb.producers(left_iters) + rb.producers(right_iters);
                 let (lk, rk, join) = (lk.clone(), rk.clone(), join.clone());
                 let core: SinkFactory<'a, Side<L, R>> = Arc::new(move |lcx: &LaneCtx| {
                     Box::new(JoinSink {
@@ -295,7 +300,7 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
                         next: tail(lcx),
                     })
                 });
-                let lanes = make_lanes(&r, producers, &core, cx);
+                let lanes = make_lanes(&r, producers, &core, cx, None);
                 Ok(Built {
                     node: Box::new(LayerNode::new(
                         vec![lb.node, rb.node],
@@ -304,6 +309,7 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
                         "a join layer",
                     )),
                     lanes: n,
+                    iters: None,
                 })
             }),
             shape: Shape::Fresh,

@@ -377,7 +377,10 @@ impl<T> Window<T> {
     /// Event-time windows of `n` units: an event belongs to window
     /// `by(event) / duration` (integer division truncating toward zero, as Elixir's
     /// `div`), whose id is its start in milliseconds. A stage closes a window once every
-    /// upstream producer has sent an event of a later window (the watermark).
+    /// upstream producer has sent an event of a later window (the watermark). After a
+    /// source without a reducer the producers are the source's iterators, whose events
+    /// arrive in their order however many source stages pass them on: the output does
+    /// not depend on the number of threads (see the flow module docs).
     ///
     /// ```
     /// use stageflow::flow::{Flow, Options, Unit, Window};
