@@ -139,7 +139,7 @@ pub use stage::{
     FromIterOptions, HandleCall, HandleCast, HandleInfo, Init, Kind, Never, OnCancel, PartitionKey,
     Peer, Producer, ProducerConsumer, ProducerConsumerOptions, ProducerOptions, Reason, ReplyTo,
     Source, SourceRef, Stage, StageMetrics, StageRef, StageStream, StreamError, SubscribeOptions,
-    SubscriptionInfo, SubscriptionRef, Tag,
+    SubscriptionInfo, SubscriptionRef, Tag, Topology,
 };
 pub use stage::{
     ChildCounts, ChildId, ChildInfo, ConsumerSupervisor, ConsumerSupervisorOptions, Job,
@@ -154,5 +154,6 @@ pub mod prelude {
         DemandMode, FromIterOptions, HandleCall, HandleCast, HandleInfo, Init, Never, Peer,
         Producer, ProducerConsumer, ProducerConsumerOptions, ProducerOptions, Reason, ReplyTo,
         Source, Stage, StageRef, SubscribeOptions, SubscriptionInfo, SubscriptionRef, Tag,
+        Topology,
     };
 }
