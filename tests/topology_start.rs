@@ -8,13 +8,16 @@
 //! 190 of 200 at 1 000, and the quick-start shape over an empty iterator returned
 //! `Err(noproc)` in about 196 of 200.
 //!
-//! How the runs are bounded: the race needs a source that is done after its first
-//! demand, which is every size up to one `max_demand` (1 000 by default), so 0, 1, 10
-//! and 1 000 events run 200 times for every dispatcher and number of consumers (1 to
-//! 4). 5 000 events take several demands, so the race cannot end the source before
-//! everyone subscribed; those runs check exact counts with more data and run 20 times
-//! each, which keeps the whole file within a few tens of seconds in a debug build on
-//! 2 cores.
+//! How the runs are bounded (200 runs of every combination took minutes in a debug
+//! build on 2 shared cores): the race needs a source that is done after its first
+//! demand, which is every size up to one `max_demand`. The sizes where it was most
+//! likely, 0, 1 and 10 events, run 200 times for every dispatcher and number of
+//! consumers (1 to 4) in the direct fan-out, 3 200 topologies per size; 1 000 events
+//! (one default demand, the same mechanism) run 50 times each; 5 000 events take
+//! several demands and run 10 times each for exact counts on more data. The shape
+//! through producer-consumers has twice the threads per run and runs a quarter as
+//! often. Before the fix the failure rate was above 95 % per run, so even one run of
+//! a combination would catch it.
 
 use std::time::Duration;
 
@@ -276,10 +279,10 @@ fn run_many(
 }
 
 fn runs(n: u64) -> usize {
-    if n <= 1_000 {
-        200
-    } else {
-        20
+    match n {
+        0..=10 => 200,
+        11..=1_000 => 50,
+        _ => 10,
     }
 }
 
@@ -290,11 +293,11 @@ fn fan_out_topologies_start_every_time_and_deliver_exactly() {
 
 #[test]
 fn fan_out_through_producer_consumers_starts_every_time_and_delivers_exactly() {
-    // Twice the threads per run: half the runs of the smallest sizes still cover the
-    // race hundreds of times per combination.
+    // Twice the threads per run: a quarter of the runs still cover the race 50 times
+    // per combination of the smallest sizes.
     run_many(
         "from_iter → producer-consumers → streams",
-        |n| if n <= 1_000 { 100 } else { 10 },
+        |n| (runs(n) / 4).max(3),
         fan_out_through_stages,
     );
 }
