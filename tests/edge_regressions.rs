@@ -181,6 +181,24 @@ fn line_source_over_nothing_waits_for_demand() {
     }
 }
 
+/// `RetrySource` over no events ends only once demand reached it, too.
+#[test]
+fn retry_source_over_nothing_waits_for_demand() {
+    use stageflow::pipeline::{DeadLetters, RetryPolicy, RetrySource};
+    let policy = RetryPolicy::<String>::new(3).unwrap();
+    let source = RetrySource::new(
+        std::iter::empty::<u32>(),
+        policy,
+        DeadLetters::from_fn(|_| {}),
+    )
+    .start(ProducerOptions::new())
+    .unwrap();
+    assert!(source.join_timeout(Duration::from_millis(50)).is_none());
+    let got: Vec<_> = stream(&source).collect::<Result<_, _>>().unwrap();
+    assert!(got.is_empty());
+    assert_eq!(join("empty RetrySource", &source), Reason::Normal);
+}
+
 // ----- errors that say what failed ------------------------------------------------------
 
 /// Subscribing to a producer that has already stopped fails at once, naming the
