@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use stageflow::dispatcher::{BroadcastDispatcher, DemandDispatcher, PartitionDispatcher};
 use stageflow::log::{Level, LogSink};
 use stageflow::prelude::*;
-use stageflow::{PartitionKey, StreamError};
+use stageflow::{PartitionKey, StageStream, StreamError};
 
 use common::LogCapture;
 
@@ -384,4 +384,57 @@ fn partition_without_consumer_warns_once_and_is_counted() {
         .filter(|m| m.contains("no consumer"))
         .count();
     assert_eq!(count, 1, "warned once");
+}
+
+// ----- a dropped stream -----------------------------------------------------------------
+
+/// Counts up forever, as consumers ask.
+struct Naturals(u64);
+
+impl Stage for Naturals {
+    type In = Never;
+    type Out = u64;
+}
+
+impl Producer for Naturals {
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, Self>) {
+        ctx.emit_all(self.0..self.0 + demand as u64);
+        self.0 += demand as u64;
+    }
+}
+
+/// Taking 1 500 events of a stream whose subscription asked 2 000: dropping it loses
+/// what was delivered and not yet yielded (documented), `cancel` hands it back, so
+/// that the events taken, those returned and the next stream's are 0, 1, 2, ... with
+/// no gap.
+#[test]
+fn cancelling_a_stream_returns_what_was_delivered_and_not_yet_taken() {
+    let numbers = start_producer(Naturals(0), ProducerOptions::new()).unwrap();
+    let mut s = StageStream::new()
+        .subscribe(&numbers, SubscribeOptions::new().max_demand(2_000))
+        .unwrap();
+    let taken: Vec<u64> = s.by_ref().take(1_500).collect::<Result<_, _>>().unwrap();
+    let back = s.cancel();
+    assert!(
+        back.len() >= 500,
+        "at least the rest of the first 2 000: {}",
+        back.len()
+    );
+    let mut all = taken;
+    all.extend(back);
+    assert_eq!(all, (0..all.len() as u64).collect::<Vec<_>>());
+    let next = stream(&numbers).next().unwrap().unwrap();
+    assert_eq!(
+        next,
+        all.len() as u64,
+        "the next stream starts where they end"
+    );
+
+    // Dropping instead loses them: the next stream starts after the delivered ones.
+    let mut s = stream(&numbers);
+    let first = s.next().unwrap().unwrap();
+    drop(s);
+    let after_drop = stream(&numbers).next().unwrap().unwrap();
+    assert!(after_drop > first + 1, "{first} then {after_drop}");
+    numbers.stop(Reason::Normal).unwrap();
 }
