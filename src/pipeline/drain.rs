@@ -2,7 +2,7 @@
 //! drained: sources stop taking new input, everything already taken is processed to
 //! the end, then every stage stops and the report says what each one processed.
 //!
-//! GenStage has no graceful drain (reference/genstage.md §8); this one relies on two
+//! GenStage has no graceful drain (a stop loses what is buffered or in flight); this one relies on two
 //! properties of the runtime: a source that stops normally does so behind its last
 //! events, and a stage whose producers ended normally stops only after handling (and,
 //! for producer-consumers, delivering) what it had received. So halting the sources

@@ -1,10 +1,10 @@
 //! The thread loop of a stage: mailbox → callbacks → dispatcher.
 //!
 //! One `Runtime` per stage, owned by the stage's thread; nothing in it is shared, so
-//! no lock guards user state. The algorithms follow GenStage's code exactly
-//! (reference/genstage.md §3–§4): the consumer's batch split and re-ask rule, the
-//! producer's buffer-first demand handling, accumulate/forward replay, and the
-//! producer-consumer's input queue processed only while downstream demand lasts.
+//! no lock guards user state. The algorithms follow GenStage's code exactly: the
+//! consumer's batch split and re-ask rule, the producer's buffer-first demand
+//! handling, accumulate/forward replay, and the producer-consumer's input queue
+//! processed only while downstream demand lasts.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};

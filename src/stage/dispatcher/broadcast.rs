@@ -1,5 +1,5 @@
 //! Every event to every consumer, at the pace of the slowest one
-//! (reference/genstage.md §5.3).
+//! (GenStage's `BroadcastDispatcher`).
 
 use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -1,5 +1,5 @@
 //! The default dispatcher: each batch goes to the consumer with the most outstanding
-//! demand (reference/genstage.md §5.2).
+//! demand (GenStage's `DemandDispatcher`).
 
 use super::{Dispatcher, Subscriber};
 use crate::stage::log::{Level, LogSink};

@@ -3,7 +3,7 @@
 //! A dispatcher is owned by one producer (or producer-consumer) and runs on its thread.
 //! It learns about subscriptions, cancels and asks, tells the stage how much demand to
 //! serve, and sends events to consumers itself. This is GenStage's
-//! `GenStage.Dispatcher` behaviour (reference/genstage.md §5.1) with Rust types:
+//! `GenStage.Dispatcher` behaviour with Rust types:
 //! events that cannot be delivered are handed back as leftovers and go to the
 //! producer's buffer.
 //!

@@ -1,5 +1,5 @@
 //! Each event to one partition, chosen by a hash; one consumer per partition
-//! (reference/genstage.md §5.4), with a bound on what a partition may hoard.
+//! (GenStage's `PartitionDispatcher`), with a bound on what a partition may hoard.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
