@@ -20,7 +20,8 @@ pub struct DemandDispatcherOptions {
     /// subscriber is not always served first at start-up (default false).
     pub shuffle_demands_on_first_dispatch: bool,
     /// The maximum demand consumers are expected to ask for; an ask above it logs a
-    /// warning, once per subscription. Default: the first ask received.
+    /// warning, once per subscription (GenStage logs it at every such ask, hundreds of
+    /// lines in one run). Default: the first ask received.
     pub max_demand: Option<usize>,
 }
 
