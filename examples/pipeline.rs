@@ -6,6 +6,9 @@
 //! its own thread and the pipeline shuts itself down, in order, when the numbers run
 //! out. It prints what each stage did and checks the total against a plain loop.
 //!
+//! The stages are wired through a `Topology`, which holds the source's demand until
+//! every subscription is made: any N works, 0 included.
+//!
 //! ```text
 //! cargo run --release --example pipeline            # N = 10 000 000
 //! cargo run --release --example pipeline -- 1000    # N = 1000
@@ -121,16 +124,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let started = Instant::now();
 
-    // Accumulate until every consumer is subscribed, so the first batch is shared fairly.
-    let numbers = start_producer(
+    // A topology starts every stage and makes every subscription before the numbers
+    // flow: a short input cannot run out before the second squarer subscribes, and
+    // the first batch is shared between both.
+    let mut topology = Topology::new();
+    let numbers = topology.producer(
         Numbers { next: 1, last: n },
-        ProducerOptions::new()
-            .name("numbers")
-            .demand(DemandMode::Accumulate),
+        ProducerOptions::new().name("numbers"),
     )?;
     let squarers: Vec<_> = (0..2)
         .map(|i| {
-            start_producer_consumer(
+            topology.producer_consumer(
                 SquareNonTriples,
                 ProducerConsumerOptions::new()
                     .name(format!("square-{i}"))
@@ -146,7 +150,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         total_opts =
             total_opts.subscribe_to(s, SubscribeOptions::new().cancel(CancelMode::Transient));
     }
-    let total = start_consumer(
+    let total = topology.consumer(
         Total {
             producers: 0,
             count: 0,
@@ -155,7 +159,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         total_opts,
     )?;
-    numbers.set_demand_mode(DemandMode::Forward)?;
+    // Now, and only now, demand reaches `numbers`.
+    let _pipeline = topology.start()?;
 
     // The pipeline shuts itself down in order: numbers runs out and stops normally,
     // each squarer follows (permanent subscription), then the total.

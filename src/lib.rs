@@ -104,6 +104,23 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! A topology of several stages is best wired through a [`Topology`]: it starts every
+//! stage and makes every subscription before demand reaches the sources, so that a
+//! short or empty source cannot be done (or broadcast its first events) before all its
+//! consumers are subscribed.
+//!
+//! ```
+//! use stageflow::prelude::*;
+//!
+//! let mut topology = Topology::new();
+//! let words = topology.from_iter(Vec::<String>::new(), FromIterOptions::new())?;
+//! let a = topology.stream(&words, SubscribeOptions::new())?;
+//! let b = topology.stream(&words, SubscribeOptions::new())?;
+//! topology.start()?;
+//! assert_eq!(a.count() + b.count(), 0); // nothing to read is not an error
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Failures are values: a panic in a callback stops that stage with
 //! [`Reason::Panic`] carrying the message, `terminate` runs, and its consumers react by
 //! their [`CancelMode`].
@@ -130,7 +147,7 @@ pub mod flow;
 pub mod pipeline;
 pub mod stage;
 
-pub use error::{CallError, OptionsError, StartError, SubscribeError};
+pub use error::{CallError, NotAlive, OptionsError, StartError, SubscribeError};
 pub use stage::dispatcher;
 pub use stage::log;
 pub use stage::{
@@ -139,7 +156,7 @@ pub use stage::{
     FromIterOptions, HandleCall, HandleCast, HandleInfo, Init, Kind, Never, OnCancel, PartitionKey,
     Peer, Producer, ProducerConsumer, ProducerConsumerOptions, ProducerOptions, Reason, ReplyTo,
     Source, SourceRef, Stage, StageMetrics, StageRef, StageStream, StreamError, SubscribeOptions,
-    SubscriptionInfo, SubscriptionRef, Tag,
+    SubscriptionInfo, SubscriptionRef, Tag, Topology,
 };
 pub use stage::{
     ChildCounts, ChildId, ChildInfo, ConsumerSupervisor, ConsumerSupervisorOptions, Job,
@@ -154,5 +171,6 @@ pub mod prelude {
         DemandMode, FromIterOptions, HandleCall, HandleCast, HandleInfo, Init, Never, Peer,
         Producer, ProducerConsumer, ProducerConsumerOptions, ProducerOptions, Reason, ReplyTo,
         Source, Stage, StageRef, SubscribeOptions, SubscriptionInfo, SubscriptionRef, Tag,
+        Topology,
     };
 }

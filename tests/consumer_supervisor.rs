@@ -509,7 +509,17 @@ fn supervisor_exits_when_producer_is_dead_and_subscription_is_permanent() {
     let p = producer();
     p.stop(Reason::Normal).unwrap();
     let (s, _h) = sup(ConsumerSupervisorOptions::new());
-    s.subscribe(&p, SubscribeOptions::new()).unwrap();
+    // Deliberate difference: GenStage replies `{:ok, ref}` and the supervisor exits
+    // with `noproc`; here `subscribe` reports the dead producer and nothing else
+    // happens.
+    let err = s.subscribe(&p, SubscribeOptions::new()).unwrap_err();
+    assert!(
+        matches!(err, stageflow::SubscribeError::NoProc(_)),
+        "{err:?}"
+    );
+    assert!(s.is_alive());
+    // Asynchronously, GenStage's behaviour stays: the subscription ends with `noproc`.
+    s.async_subscribe(&p, SubscribeOptions::new()).unwrap();
     assert_eq!(s.join(), Reason::NoProc);
 }
 
@@ -518,7 +528,8 @@ fn supervisor_does_not_exit_when_producer_is_dead_and_subscription_is_temporary(
     let p = producer();
     p.stop(Reason::Normal).unwrap();
     let (s, _h) = sup(ConsumerSupervisorOptions::new());
-    s.subscribe(&p, temporary()).unwrap();
+    assert!(s.subscribe(&p, temporary()).is_err());
+    s.async_subscribe(&p, temporary()).unwrap();
     assert_eq!(counts(&s), (0, 0));
     assert!(s.is_alive());
 }

@@ -59,3 +59,24 @@ fn pipeline_example_rejects_a_bad_argument() {
         "{stderr}"
     );
 }
+
+/// Small and empty inputs: the topology wires both squarers before any number flows,
+/// so a source that is done after its first demand cannot leave one of them behind.
+#[test]
+fn pipeline_example_handles_empty_and_tiny_inputs() {
+    for (n, count) in [("0", 0), ("1", 1), ("2", 2), ("10", 7)] {
+        let out = Command::new(example("pipeline"))
+            .arg(n)
+            .output()
+            .expect("run examples/pipeline");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "pipeline {n} failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = format!("squares of the {count} numbers in 1..={n}");
+        assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
+        assert!(stdout.contains("total    exited: normal"), "{stdout}");
+    }
+}

@@ -85,19 +85,29 @@ fn stream_may_consume_300_events_out_of_demand_of_100() {
 
 #[test]
 fn stream_exits_when_producer_is_dead_and_subscription_is_permanent_transient() {
+    // Deliberate difference: GenStage exits with `noproc`; a stream knows the dead
+    // producer's exit reason and reports it.
     for mode in [CancelMode::Permanent, CancelMode::Transient] {
         let producer = producer(Counter::new(0));
-        producer.stop(Reason::Normal).unwrap();
+        producer.stop(Reason::custom("gone")).unwrap();
         let stream = StageStream::new()
             .subscribe(&producer, SubscribeOptions::new().cancel(mode))
             .unwrap();
         assert_eq!(
             take(stream, 10),
             vec![Err(StreamError {
-                reason: Reason::NoProc
+                reason: Reason::custom("gone")
             })],
             "{mode:?}"
         );
+        // A producer that ended normally has nothing more to give: an empty stream,
+        // as for a normal end while streaming.
+        let producer = self::producer(Counter::new(0));
+        producer.stop(Reason::Normal).unwrap();
+        let stream = StageStream::new()
+            .subscribe(&producer, SubscribeOptions::new().cancel(mode))
+            .unwrap();
+        assert_eq!(take(stream, 10), vec![], "{mode:?}");
     }
 }
 

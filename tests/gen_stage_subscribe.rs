@@ -53,9 +53,12 @@ fn sync_subscribe_2_caller_exits_when_the_consumer_is_dead() {
     let producer = producer(Counter::new(0));
     let consumer = consumer(Forwarder::new(inbox.tx()));
     consumer.stop(Reason::Normal).unwrap();
-    assert_eq!(
-        consumer.subscribe(&producer, SubscribeOptions::new()),
-        Err(SubscribeError::Call(CallError::NoProc))
+    let err = consumer
+        .subscribe(&producer, SubscribeOptions::new())
+        .unwrap_err();
+    assert!(
+        matches!(&err, SubscribeError::Call(CallError::NoProc(e)) if e.id == consumer.id()),
+        "{err:?}"
     );
 }
 
@@ -91,10 +94,17 @@ fn sync_subscribe_2_consumer_exits_when_producer_is_dead_and_subscription_is_per
         ConsumerOptions::new().log(LogCapture::new().sink()),
     )
     .unwrap();
-    assert!(consumer
+    // Deliberate difference: GenStage replies `{:ok, ref}` and the consumer then exits
+    // with `:noproc`. The producer is known to be gone when the subscription is sent,
+    // so `subscribe` says so, naming it, and the consumer is left alone.
+    let err = consumer
         .subscribe(&producer, SubscribeOptions::new())
-        .is_ok());
-    assert_eq!(exit_reason(&consumer), Reason::NoProc);
+        .unwrap_err();
+    assert!(
+        matches!(&err, SubscribeError::NoProc(e) if e.id == producer.id() && e.exit == Some(Reason::Normal)),
+        "{err:?}"
+    );
+    assert!(consumer.join_timeout(REFUTE_TIMEOUT).is_none());
 }
 
 #[test]
@@ -103,16 +113,27 @@ fn sync_subscribe_2_consumer_does_not_exit_when_producer_is_dead_and_subscriptio
     let producer = producer(Counter::new(0));
     producer.stop(Reason::Normal).unwrap();
     let consumer = consumer(Forwarder::new(inbox.tx()));
-    let tag = consumer
+    // As for a permanent subscription, `subscribe` reports the dead producer (GenStage
+    // replies `{:ok, ref}` and ends the subscription with `:noproc`).
+    let err = consumer
         .subscribe(
             &producer,
             SubscribeOptions::new().cancel(CancelMode::Temporary),
         )
+        .unwrap_err();
+    assert!(matches!(err, SubscribeError::NoProc(_)), "{err:?}");
+    assert!(consumer.join_timeout(REFUTE_TIMEOUT).is_none());
+    // The asynchronous form has nobody to tell: like a monitor of a dead pid, the
+    // subscription ends at once with `noproc`, and the temporary consumer survives.
+    consumer
+        .async_subscribe(
+            &producer,
+            SubscribeOptions::new().cancel(CancelMode::Temporary),
+        )
         .unwrap();
-    // Like a monitor of a dead pid, the subscription ends at once with `noproc`.
     assert_receive!(
         inbox,
-        Msg::ConsumerCancelled(t, CancelReason::Down(Reason::NoProc)) if *t == tag
+        Msg::ConsumerCancelled(_, CancelReason::Down(Reason::NoProc))
     );
     assert!(consumer.join_timeout(REFUTE_TIMEOUT).is_none());
 }

@@ -2,9 +2,9 @@
 //! drained: sources stop taking new input, everything already taken is processed to
 //! the end, then every stage stops and the report says what each one processed.
 //!
-//! GenStage has no graceful drain; this one relies on two
-//! properties of the runtime: a source that stops normally does so behind its last
-//! events, and a stage whose producers ended normally stops only after handling (and,
+//! GenStage has no graceful drain (a stop loses what is buffered or in flight); this
+//! one relies on two properties of the runtime: a source that stops normally does so
+//! behind its last events, and a stage whose producers ended normally stops only after handling (and,
 //! for producer-consumers, delivering) what it had received. So halting the sources
 //! is enough: the normal end flows down the pipeline behind the last events.
 //!
@@ -96,9 +96,16 @@ impl Inner {
 /// The stages of a pipeline, in order (sources first), to wait for, drain and report
 /// on.
 ///
+/// The simplest way to get one is to start the stages through a
+/// [`Topology`](crate::Topology): it wires them all before any event flows, so a short
+/// input cannot end before every consumer is subscribed, and its `start` returns the
+/// pipeline, sources first. Stages started otherwise are added with
+/// [`source`](Self::source), [`source_with`](Self::source_with) and
+/// [`stage`](Self::stage).
+///
 /// ```
 /// use std::time::Duration;
-/// use stageflow::pipeline::{LineSource, Pipeline};
+/// use stageflow::pipeline::LineSource;
 /// use stageflow::prelude::*;
 ///
 /// struct Count(usize);
@@ -108,14 +115,16 @@ impl Inner {
 ///         self.0 += e.len();
 ///     }
 /// }
-/// let source = LineSource::new()
-///     .reader("in", std::io::Cursor::new("a\nb\nc\n"))
-///     .start(ProducerOptions::new().name("lines"))?;
-/// let count = start_consumer(
+/// let mut topology = Topology::new();
+/// let source = topology.source(
+///     LineSource::new().reader("in", std::io::Cursor::new("a\nb\nc\n")),
+///     ProducerOptions::new().name("lines"),
+/// )?;
+/// topology.consumer(
 ///     Count(0),
 ///     ConsumerOptions::new().name("count").subscribe_to(&source, SubscribeOptions::new()),
 /// )?;
-/// let pipeline = Pipeline::new().source(&source).stage(&count);
+/// let pipeline = topology.start()?;
 /// let report = pipeline.wait(Duration::from_secs(10));
 /// assert!(report.is_complete());
 /// assert_eq!(report.stage("count").unwrap().events_in, 3);

@@ -4,6 +4,32 @@
 //! [`RetrySource`], [`DeadLetters`]), shut down gracefully ([`Pipeline`]) and show
 //! progress ([`Progress`]).
 //!
+//! Wire them with a [`Topology`](crate::Topology): it starts every stage, makes every
+//! subscription and only then lets demand reach the sources, so that a short or empty
+//! input cannot be done before all its consumers are subscribed; its `start` returns
+//! the [`Pipeline`] to wait for or drain.
+//!
+//! ```
+//! use std::time::Duration;
+//! use stageflow::pipeline::{Batcher, BatcherOptions, LineSource};
+//! use stageflow::prelude::*;
+//!
+//! let mut topology = Topology::new();
+//! let lines = topology.source(
+//!     LineSource::new().reader("in", std::io::Cursor::new("")), // empty: still fine
+//!     ProducerOptions::new().name("lines"),
+//! )?;
+//! let batches = topology.producer_consumer(
+//!     Batcher::new(BatcherOptions::new().batch_size(2))?,
+//!     ProducerConsumerOptions::new().name("batch").subscribe_to(&lines, SubscribeOptions::new()),
+//! )?;
+//! let out = topology.stream(&batches, SubscribeOptions::new())?;
+//! let pipeline = topology.start()?;
+//! assert_eq!(out.count(), 0);
+//! assert!(pipeline.wait(Duration::from_secs(10)).is_complete());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! `examples/etl.rs` (files → JSON → SQLite) and `examples/rate_limited_api.rs`
 //! (a polite HTTP client) put them together.
 

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::{CallError, SubscribeError};
+use crate::error::{CallError, NotAlive, Operation, SubscribeError};
 
 use super::mailbox::{Mail, Mailbox, Upstream};
 use super::reason::{Reason, Tag};
-use super::runtime::Runtime;
+use super::runtime::{OnDeadProducer, Runtime};
 use super::subscription::SubscribeOptions;
 use super::{DemandMode, HandleCall, HandleCast, HandleInfo, Kind, Stage};
 
@@ -39,6 +39,8 @@ pub(crate) struct Counters {
     pub(crate) events_out: AtomicU64,
     pub(crate) discarded: AtomicU64,
     pub(crate) buffered: AtomicU64,
+    /// Shared with the stage's dispatcher ([`StallCounter`](super::dispatcher::StallCounter)).
+    pub(crate) stalls: Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -73,6 +75,17 @@ impl Shared {
         self.exit.lock().clone()
     }
 
+    /// The error for `operation` on this stage, found not alive.
+    pub(crate) fn not_alive(&self, operation: Operation) -> NotAlive {
+        NotAlive {
+            stage: self.name.clone(),
+            kind: self.kind,
+            id: self.id,
+            operation,
+            exit: self.exit_reason(),
+        }
+    }
+
     fn wait_exit(&self, deadline: Option<Instant>) -> Option<Reason> {
         let mut exit = self.exit.lock();
         while exit.is_none() {
@@ -100,11 +113,15 @@ pub struct StageMetrics {
     pub discarded: u64,
     /// Events in the output buffer at the last change.
     pub buffered: u64,
+    /// Times the stage's dispatcher stopped asking for events because one of its
+    /// consumers is missing: a [`PartitionDispatcher`](super::dispatcher::PartitionDispatcher)
+    /// partition without a consumer whose queue is full (each is also logged once).
+    pub stalls: u64,
 }
 
 /// A handle to a running stage of type `S`. Cheap to clone; every clone addresses the
 /// same stage. Requests to a stage that has exited fail at once with
-/// [`CallError::NoProc`].
+/// [`CallError::NoProc`], which names the stage and the request.
 pub struct StageRef<S: Stage> {
     pub(crate) mailbox: Mailbox<S>,
     pub(crate) shared: Arc<Shared>,
@@ -166,6 +183,8 @@ pub struct SourceRef<T> {
     pub(crate) kind: Kind,
     pub(crate) id: u64,
     pub(crate) forward: Arc<dyn Fn() + Send + Sync>,
+    /// The producing stage's name and exit, for errors that name it.
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl<T> Clone for SourceRef<T> {
@@ -175,6 +194,7 @@ impl<T> Clone for SourceRef<T> {
             kind: self.kind,
             id: self.id,
             forward: self.forward.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -194,6 +214,16 @@ impl<T> SourceRef<T> {
     pub fn forward(&self) {
         (self.forward)()
     }
+
+    /// The producing stage's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The producing stage's exit reason, once it has exited.
+    pub fn exit_reason(&self) -> Option<Reason> {
+        self.shared.exit_reason()
+    }
 }
 
 impl<S: Stage> Source<S::Out> for StageRef<S> {
@@ -206,6 +236,7 @@ impl<S: Stage> Source<S::Out> for StageRef<S> {
             forward: Arc::new(move || {
                 let _ = me.set_demand_mode(DemandMode::Forward);
             }),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -244,7 +275,12 @@ impl<S: Stage> StageRef<S> {
             events_out: m.events_out.load(Ordering::Relaxed),
             discarded: m.discarded.load(Ordering::Relaxed),
             buffered: m.buffered.load(Ordering::Relaxed),
+            stalls: m.stalls.load(Ordering::Relaxed),
         }
+    }
+
+    fn no_proc(&self, operation: Operation) -> CallError {
+        CallError::NoProc(self.shared.not_alive(operation))
     }
 
     pub(crate) fn exec(&self, f: impl FnOnce(&mut Runtime<S>) + Send + 'static) -> bool {
@@ -254,6 +290,7 @@ impl<S: Stage> StageRef<S> {
     /// Runs `f` on the stage's thread and waits for its answer.
     pub(crate) fn request<R: Send + 'static>(
         &self,
+        operation: Operation,
         timeout: Duration,
         f: impl FnOnce(&mut Runtime<S>, &ReplyTo<R>) + Send + 'static,
     ) -> Result<R, CallError> {
@@ -263,7 +300,7 @@ impl<S: Stage> StageRef<S> {
         let (tx, rx) = bounded(1);
         let reply = ReplyTo { tx };
         if !self.exec(move |rt| f(rt, &reply)) {
-            return Err(CallError::NoProc);
+            return Err(self.no_proc(operation));
         }
         let deadline = Instant::now() + timeout;
         match rx.recv_timeout(timeout) {
@@ -296,7 +333,9 @@ impl<S: Stage> StageRef<S> {
     where
         S: HandleCall<R>,
     {
-        self.request(timeout, move |rt, reply| rt.handle_call(request, reply))
+        self.request(Operation::Call, timeout, move |rt, reply| {
+            rt.handle_call(request, reply)
+        })
     }
 
     /// Sends `message` to `handle_cast` without waiting. Fails only when the stage is
@@ -308,7 +347,7 @@ impl<S: Stage> StageRef<S> {
         if self.exec(move |rt| rt.handle_cast(message)) {
             Ok(())
         } else {
-            Err(CallError::NoProc)
+            Err(self.no_proc(Operation::Cast))
         }
     }
 
@@ -320,7 +359,7 @@ impl<S: Stage> StageRef<S> {
         if self.exec(move |rt| rt.run_info(Box::new(move |s, ctx| s.handle_info(message, ctx)))) {
             Ok(())
         } else {
-            Err(CallError::NoProc)
+            Err(self.no_proc(Operation::Info))
         }
     }
 
@@ -331,7 +370,7 @@ impl<S: Stage> StageRef<S> {
     where
         S: HandleInfo<M>,
     {
-        self.request(DEFAULT_TIMEOUT, move |rt, reply| {
+        self.request(Operation::Call, DEFAULT_TIMEOUT, move |rt, reply| {
             rt.queue_info(Box::new(move |s, ctx| s.handle_info(message, ctx)));
             reply.reply(());
         })
@@ -346,7 +385,7 @@ impl<S: Stage> StageRef<S> {
         if self.exec(move |rt| rt.queue_info(Box::new(move |s, ctx| s.handle_info(message, ctx)))) {
             Ok(())
         } else {
-            Err(CallError::NoProc)
+            Err(self.no_proc(Operation::Info))
         }
     }
 
@@ -363,6 +402,12 @@ impl<S: Stage> StageRef<S> {
     /// Subscribes this consumer (or producer-consumer) to `producer` and waits until
     /// the subscription is sent (GenStage's `sync_subscribe`: it does not wait for the
     /// producer). Returns the subscription's tag.
+    ///
+    /// A producer that has already exited is known then: the call returns
+    /// [`SubscribeError::NoProc`] naming it and its exit reason, nothing is
+    /// subscribed, and this stage goes on. (GenStage returns `{:ok, ref}` and then
+    /// ends the subscription with `:noproc`, which stops a permanent consumer; a
+    /// producer that exits after the subscription was sent still ends it that way.)
     pub fn subscribe(
         &self,
         producer: &impl Source<S::In>,
@@ -394,8 +439,13 @@ impl<S: Stage> StageRef<S> {
     ) -> Result<Tag, SubscribeError> {
         self.check_subscribe(&producer)?;
         opts.validate()?;
-        self.request(DEFAULT_TIMEOUT, move |rt, reply| {
-            reply.reply(rt.consumer_subscribe(producer, opts, current));
+        self.request(Operation::Subscribe, DEFAULT_TIMEOUT, move |rt, reply| {
+            reply.reply(rt.consumer_subscribe(
+                producer,
+                opts,
+                current,
+                OnDeadProducer::Error(Operation::Subscribe),
+            ));
         })?
     }
 
@@ -429,17 +479,17 @@ impl<S: Stage> StageRef<S> {
         self.check_subscribe(&producer)?;
         opts.validate()?;
         if self.exec(move |rt| {
-            let _ = rt.consumer_subscribe(producer, opts, current);
+            let _ = rt.consumer_subscribe(producer, opts, current, OnDeadProducer::Down);
         }) {
             Ok(())
         } else {
-            Err(SubscribeError::Call(CallError::NoProc))
+            Err(SubscribeError::Call(self.no_proc(Operation::Subscribe)))
         }
     }
 
     /// The producer's demand mode ([`DemandMode::Forward`] for other kinds).
     pub fn demand_mode(&self) -> Result<DemandMode, CallError> {
-        self.request(DEFAULT_TIMEOUT, |rt, reply| {
+        self.request(Operation::Call, DEFAULT_TIMEOUT, |rt, reply| {
             reply.reply(rt.demand_mode());
         })
     }
@@ -452,14 +502,14 @@ impl<S: Stage> StageRef<S> {
         if self.exec(move |rt| rt.set_demand_mode(mode)) {
             Ok(())
         } else {
-            Err(CallError::NoProc)
+            Err(self.no_proc(Operation::SetDemandMode))
         }
     }
 
     /// Events in the output buffer (not counting a producer-consumer's unprocessed
     /// input). 0 on a consumer.
     pub fn estimate_buffered_count(&self) -> Result<usize, CallError> {
-        self.request(DEFAULT_TIMEOUT, |rt, reply| {
+        self.request(Operation::Call, DEFAULT_TIMEOUT, |rt, reply| {
             reply.reply(rt.buffered_count());
         })
     }
@@ -489,7 +539,7 @@ impl<S: Stage> StageRef<S> {
             return Err(CallError::CallToSelf);
         }
         if !self.exec(move |rt| rt.request_stop(reason)) {
-            return Err(CallError::NoProc);
+            return Err(self.no_proc(Operation::Stop));
         }
         Ok(())
     }

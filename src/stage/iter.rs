@@ -79,6 +79,20 @@ impl<T: Send + 'static> FromIterOptions<T> {
         self.producer = self.producer.name(name);
         self
     }
+    /// Where the stage's log lines go (default: warnings and errors to stderr).
+    pub fn log(mut self, sink: super::log::LogSink) -> Self {
+        self.producer = self.producer.log(sink);
+        self
+    }
+    pub(crate) fn into_parts(self) -> (ProducerOptions<T>, OnCancel) {
+        (self.producer, self.on_cancel)
+    }
+    pub(crate) fn from_parts(producer: ProducerOptions<T>, on_cancel: OnCancel) -> Self {
+        FromIterOptions {
+            producer,
+            on_cancel,
+        }
+    }
 }
 
 /// The producer behind [`from_iter`]: pulls exactly the demanded number of items.
@@ -165,6 +179,14 @@ where
 /// transient consumers finish too. A blocking iterator blocks the stage until the
 /// batch is full (as in GenStage).
 ///
+/// The producer ends only from `handle_demand`: over an empty iterator it waits for
+/// the first demand, then ends, and a stream over it is empty. Once it has ended,
+/// stages that subscribe to it get [`SubscribeError::NoProc`](crate::SubscribeError).
+/// So with several consumers, or short inputs, wire them all before demand flows:
+/// start it through a [`Topology`](crate::Topology), which holds demand back until
+/// every subscription is made (or start it with [`DemandMode::Accumulate`] and
+/// switch it to forward yourself).
+///
 /// ```
 /// use stageflow::prelude::*;
 /// let p = from_iter(vec!["a", "b", "c"].into_iter(), FromIterOptions::new())?;
@@ -235,8 +257,18 @@ struct StreamSub {
 /// Each item is `Ok(event)`, or one `Err` when a permanent or transient subscription
 /// ends abnormally. A normal end (a finite source ran out) just ends that
 /// subscription — also for permanent ones, where GenStage would exit the caller with
-/// `:normal`; for an iterator, the end of a source is the end of its items. The
-/// iterator ends when no subscription remains. Dropping it cancels what is left.
+/// `:normal`; for an iterator, the end of a source is the end of its items. Likewise a
+/// stream over a stage that has already exited normally is empty, and one over a
+/// stage that failed yields its exit reason (GenStage exits with `:noproc` in both
+/// cases). The iterator ends when no subscription remains.
+///
+/// Events are handed over ahead of iteration: each subscription asks for
+/// `max_demand` events at once, and what the producers delivered belongs to the
+/// stream. Dropping the stream cancels its subscriptions and **drops the events
+/// delivered but not yet yielded** (up to `max_demand` per subscription): they do not
+/// go back to the producer, so a later stream over the same producer starts after
+/// them. To stop early without losing them, call [`cancel`](Self::cancel), which
+/// returns them.
 pub struct StageStream<T: Send + 'static> {
     pending: Vec<(SourceRef<T>, SubscribeOptions<T>)>,
     rx: Receiver<StreamMail<T>>,
@@ -248,6 +280,9 @@ pub struct StageStream<T: Send + 'static> {
     incoming: Option<(Tag, Vec<T>)>,
     error: Option<StreamError>,
     done: bool,
+    /// Switch producers in accumulate mode to forward when subscribing (not when a
+    /// [`Topology`](crate::Topology) does it once everything is wired).
+    forward_on_start: bool,
 }
 
 impl<T: Send + 'static> fmt::Debug for StageStream<T> {
@@ -260,7 +295,8 @@ impl<T: Send + 'static> fmt::Debug for StageStream<T> {
 }
 
 /// Consumes `producer` with the default subscription options as a blocking iterator.
-/// See [`StageStream`].
+/// See [`StageStream`]: dropping the stream early drops the events already delivered
+/// to it (up to `max_demand`, 1000 by default); [`StageStream::cancel`] returns them.
 ///
 /// ```
 /// use stageflow::prelude::*;
@@ -296,6 +332,7 @@ impl<T: Send + 'static> StageStream<T> {
             incoming: None,
             error: None,
             done: false,
+            forward_on_start: true,
         }
     }
 
@@ -354,15 +391,86 @@ impl<T: Send + 'static> StageStream<T> {
                 consumer: self.inbox.clone(),
                 opts,
                 current: None,
-                guard: DownGuard::new(tag, self.inbox.clone()),
+                guard: DownGuard::new(tag, self.inbox.clone(), source.shared.clone()),
             });
-            // A dead producer drops the message, whose guard reports it to us.
-            let _ = source.upstream.subscribe(msg);
+            if let Err(mut msg) = source.upstream.subscribe(msg) {
+                // The producer has already exited. One that ran out normally has
+                // nothing more to give: the subscription just ends (GenStage would
+                // exit with `noproc`). Any other exit is reported with its reason.
+                msg.guard.defuse();
+                let sub = self.subs.remove(&tag).expect("inserted above");
+                let reason = source.exit_reason().unwrap_or(Reason::NoProc);
+                if !reason.is_normal() && sub.cancel.stops_on(&reason) && self.error.is_none() {
+                    self.error = Some(StreamError { reason });
+                }
+                continue;
+            }
             from.producer.ask(tag, max);
-            if source.kind == Kind::Producer {
+            if source.kind == Kind::Producer && self.forward_on_start {
                 source.forward();
             }
         }
+    }
+
+    /// Subscribes now instead of at the first `next()`, leaving producers' demand
+    /// mode alone (for [`Topology`](crate::Topology), which releases them later).
+    pub(crate) fn connect_held(&mut self) {
+        self.forward_on_start = false;
+        if !self.pending.is_empty() {
+            self.start();
+        }
+    }
+
+    /// Cancels every subscription and hands back, in order, the events that were
+    /// delivered to this stream and not yet yielded: what is left of the current
+    /// batch, then everything the producers sent before they confirmed the cancel.
+    /// Nothing a producer delivered is lost this way (dropping the stream loses them).
+    ///
+    /// It waits for each producer's confirmation, as GenStage's stream does when
+    /// halted: a producer stuck in a callback delays it until the callback returns.
+    ///
+    /// ```
+    /// use stageflow::prelude::*;
+    /// let p = from_iter(0..1_000u64, FromIterOptions::new())?;
+    /// let mut s = stream(&p);
+    /// let first: Vec<u64> = s.by_ref().take(10).collect::<Result<_, _>>()?;
+    /// let rest = s.cancel();
+    /// // The first ask was for 1000 events: they were all delivered, and come back.
+    /// assert_eq!(first.len() + rest.len(), 1_000);
+    /// assert_eq!(rest[0], 10);
+    /// // A new stream goes on where the delivered events end.
+    /// let next: Vec<u64> = stream(&p).collect::<Result<_, _>>()?;
+    /// assert!(next.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cancel(mut self) -> Vec<T> {
+        let mut left: Vec<T> = self.batch.by_ref().collect();
+        if let Some((_, events)) = self.incoming.take() {
+            left.extend(events);
+        }
+        self.ask_after_batch = None;
+        self.pending.clear();
+        self.done = true;
+        let mut open: HashMap<Tag, StreamSub> = std::mem::take(&mut self.subs);
+        for (tag, sub) in &open {
+            sub.from.producer.cancel(*tag, Reason::Normal);
+        }
+        // Per producer, its events arrive before its answer to the cancel (or before
+        // the notice of its exit): so everything it delivered is read here.
+        while !open.is_empty() {
+            match self.rx.recv() {
+                Ok(StreamMail::Events(tag, events)) => {
+                    if open.contains_key(&tag) {
+                        left.extend(events);
+                    }
+                }
+                Ok(StreamMail::Cancel(tag, _)) => {
+                    open.remove(&tag);
+                }
+                Err(_) => break,
+            }
+        }
+        left
     }
 
     fn cancel_all(&mut self) {
@@ -409,6 +517,8 @@ impl<T: Send + 'static> Iterator for StageStream<T> {
             }
             if !self.pending.is_empty() {
                 self.start();
+                // A producer found dead may have left an error to report.
+                continue;
             }
             if self.subs.is_empty() {
                 self.done = true;

@@ -54,6 +54,7 @@ fn spin_allowed() -> bool {
 
 use parking_lot::{Condvar, Mutex};
 
+use super::handle::Shared;
 use super::reason::{CancelReason, Reason, Tag};
 use super::runtime::Runtime;
 use super::subscription::SubscribeOptions;
@@ -104,29 +105,46 @@ pub(crate) struct SubscribeMsg<T> {
 /// unread (the producer exited before reading it): BEAM's monitor of a dead pid.
 pub(crate) struct DownGuard {
     target: Option<(Tag, Arc<dyn DownstreamControl>)>,
+    /// The producer the message was sent to: if it exits with the message unread, its
+    /// exit reason is what the consumer learns (GenStage's monitor reports the real
+    /// reason of a process that dies after it was monitored).
+    producer: Option<Arc<Shared>>,
 }
 
 impl DownGuard {
-    pub(crate) fn new(tag: Tag, consumer: Arc<dyn DownstreamControl>) -> Self {
+    pub(crate) fn new(
+        tag: Tag,
+        consumer: Arc<dyn DownstreamControl>,
+        producer: Arc<Shared>,
+    ) -> Self {
         DownGuard {
             target: Some((tag, consumer)),
+            producer: Some(producer),
         }
     }
-    /// The producer read the message: it now answers for the subscription.
     pub(crate) fn defuse(&mut self) {
         self.target = None;
+    }
+    /// The message never reached the producer, already dead when it was sent: the
+    /// consumer learns `NoProc` (GenStage's monitor of a dead process).
+    pub(crate) fn never_delivered(&mut self) {
+        self.producer = None;
     }
 }
 
 impl Drop for DownGuard {
     fn drop(&mut self) {
         if let Some((tag, consumer)) = self.target.take() {
-            consumer.cancelled(tag, CancelReason::Down(Reason::NoProc));
+            let reason = self
+                .producer
+                .as_ref()
+                .and_then(|p| p.exit_reason())
+                .unwrap_or(Reason::NoProc);
+            consumer.cancelled(tag, CancelReason::Down(reason));
         }
     }
 }
 
-/// What anyone may send a producer about an existing subscription.
 pub(crate) trait UpstreamControl: Send + Sync {
     fn ask(&self, tag: Tag, n: usize) -> bool;
     fn cancel(&self, tag: Tag, reason: Reason) -> bool;

@@ -42,6 +42,7 @@ mod reason;
 pub(crate) mod runtime;
 mod subscription;
 mod supervisor;
+mod topology;
 
 pub use buffer::{BufferKeep, BufferSize};
 pub use context::Context;
@@ -58,6 +59,7 @@ pub use supervisor::{
     ChildCounts, ChildId, ChildInfo, ConsumerSupervisor, ConsumerSupervisorOptions, Job,
     JobContext, Restart, TerminateChildError,
 };
+pub use topology::Topology;
 
 use crate::error::StartError;
 

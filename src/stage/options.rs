@@ -105,6 +105,10 @@ impl<T: Send + 'static> ProducerOptions<T> {
     pub(crate) fn into_spec(self) -> Spec<super::Never, T> {
         self.spec
     }
+    /// The demand mode asked for.
+    pub(crate) fn demand_mode(&self) -> DemandMode {
+        self.spec.demand
+    }
 }
 
 /// Options of a consumer: its name, log sink and the producers to subscribe to when it

@@ -110,10 +110,12 @@ impl<T: Send + 'static> RawConsumer<T> {
             consumer: self.inbox.clone(),
             opts,
             current: None,
-            guard: DownGuard::new(tag, self.inbox.clone()),
+            guard: DownGuard::new(tag, self.inbox.clone(), source.shared.clone()),
         });
         // A dead producer drops the message; its guard reports it to our inbox.
-        let _ = source.upstream.subscribe(msg);
+        if let Err(mut msg) = source.upstream.subscribe(msg) {
+            msg.guard.never_delivered();
+        }
         self.address(producer, tag)
     }
 

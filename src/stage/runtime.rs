@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::bounded;
 
-use crate::error::{StartError, SubscribeError};
+use crate::error::{Operation, StartError, SubscribeError};
 
 use super::buffer::Buffer;
 use super::context::Context;
@@ -81,6 +81,17 @@ impl<S: Consumer> Callbacks<S> {
             handle_events: <S as Consumer>::handle_events,
         }
     }
+}
+
+/// What a subscription does when its producer is found dead as it is sent.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum OnDeadProducer {
+    /// Nothing is subscribed; the caller gets an error naming the producer.
+    Error(Operation),
+    /// The subscription ends at once with `Down(NoProc)` and the consumer reacts by
+    /// its cancel mode (GenStage's monitor of a dead process; for async requests,
+    /// which have nobody to return an error to).
+    Down,
 }
 
 /// What a producer stored while in accumulate mode, replayed on forward.
@@ -264,6 +275,9 @@ impl<S: Stage> Runtime<S> {
         let log = log.unwrap_or_default().named(me.shared.name.clone());
         let mut dispatcher = dispatcher.unwrap_or_else(|| Box::new(DemandDispatcher::new()));
         dispatcher.set_log(log.clone());
+        dispatcher.set_stall_counter(super::dispatcher::StallCounter(
+            me.shared.metrics.stalls.clone(),
+        ));
         let owner: Arc<dyn DispatcherOwner> = Arc::new(me.mailbox.clone());
         Runtime {
             stage,
@@ -343,11 +357,18 @@ impl<S: Stage> Runtime<S> {
         }
         self.dispatch_out();
         for (producer, opts) in subscribe_to {
-            let permanent = opts.cancel != CancelMode::Temporary;
-            match self.subscribe_inner(producer, opts, None, permanent) {
+            // A temporary subscription to a dead producer just ends, as in GenStage;
+            // any other one fails the start with an error naming the producer.
+            let on_dead = if opts.cancel == CancelMode::Temporary {
+                OnDeadProducer::Down
+            } else {
+                OnDeadProducer::Error(Operation::Start)
+            };
+            match self.subscribe_inner(producer, opts, None, on_dead) {
                 Ok(_) => {}
                 Err(SubscribeError::Stopped(r)) => return Err(StartError::Stopped(r)),
                 Err(SubscribeError::BadOptions(e)) => return Err(StartError::BadOptions(e)),
+                Err(SubscribeError::NoProc(e)) => return Err(StartError::NoProc(e)),
                 Err(_) => return Err(StartError::Stopped(Reason::NoProc)),
             }
             if let Some(reason) = self.stop.take() {
@@ -515,6 +536,7 @@ impl<S: Stage> Runtime<S> {
             (Kind::Producer, DemandMode::Forward) => {
                 if let Some(entries) = self.accumulate.take() {
                     self.replay(entries);
+                    self.offer_buffer();
                 }
             }
             (Kind::ProducerConsumer, DemandMode::Forward) => {}
@@ -714,8 +736,12 @@ impl<S: Stage> Runtime<S> {
             return;
         }
         match self.kind {
-            Kind::Producer if k > 0 => self.producer_demand(k),
-            Kind::Producer => {}
+            Kind::Producer => {
+                if k > 0 {
+                    self.producer_demand(k);
+                }
+                self.offer_buffer();
+            }
             Kind::ProducerConsumer => {
                 // As GenStage does after every dispatcher callback, even one reporting
                 // no new demand: serve the whole outstanding demand from the buffer
@@ -727,6 +753,19 @@ impl<S: Stage> Runtime<S> {
                 self.process_queue();
             }
             Kind::Consumer => {}
+        }
+    }
+
+    /// Offers buffered events that the dispatcher would deliver beyond the demand it
+    /// reported ([`Dispatcher::buffered_demand`]). Costs one check of the buffer when
+    /// it is empty, the usual case.
+    fn offer_buffer(&mut self) {
+        if self.buffer.is_empty() || self.accumulate.is_some() || self.stopped() {
+            return;
+        }
+        let owed = self.dispatcher.buffered_demand();
+        if owed > 0 {
+            self.take_from_buffer(owed);
         }
     }
 
@@ -861,8 +900,9 @@ impl<S: Stage> Runtime<S> {
         producer: SourceRef<S::In>,
         opts: SubscribeOptions<S::In>,
         current: Option<(Tag, Reason)>,
+        on_dead: OnDeadProducer,
     ) -> Result<Tag, SubscribeError> {
-        self.subscribe_inner(producer, opts, current, false)
+        self.subscribe_inner(producer, opts, current, on_dead)
     }
 
     fn subscribe_inner(
@@ -870,7 +910,7 @@ impl<S: Stage> Runtime<S> {
         producer: SourceRef<S::In>,
         opts: SubscribeOptions<S::In>,
         current: Option<(Tag, Reason)>,
-        fail_if_dead: bool,
+        on_dead: OnDeadProducer,
     ) -> Result<Tag, SubscribeError> {
         if self.kind == Kind::Producer {
             return Err(SubscribeError::NotAConsumer);
@@ -888,7 +928,7 @@ impl<S: Stage> Runtime<S> {
             consumer: me.clone(),
             opts,
             current,
-            guard: DownGuard::new(tag, me),
+            guard: DownGuard::new(tag, me, producer.shared.clone()),
         });
         self.producers.insert(
             tag,
@@ -900,14 +940,15 @@ impl<S: Stage> Runtime<S> {
             },
         );
         if let Err(mut msg) = producer.upstream.subscribe(msg) {
-            if fail_if_dead {
+            if let OnDeadProducer::Error(operation) = on_dead {
                 msg.guard.defuse();
                 self.producers.remove(&tag);
-                return Err(SubscribeError::Stopped(Reason::NoProc));
+                return Err(SubscribeError::NoProc(producer.shared.not_alive(operation)));
             }
             // Dropping the message tells us, through our own mailbox, that the
             // producer is gone: the subscription then ends by its cancel mode, as
             // a monitor of a dead process does in GenStage.
+            msg.guard.never_delivered();
             drop(msg);
         }
         match self.invoke(|s, ctx| s.handle_subscribe(Peer::Producer, &info, &from, ctx)) {

@@ -34,6 +34,15 @@ struct Entry<T> {
 /// Events are cloned for every consumer but the last, which gets the batch itself;
 /// a message whose events were all filtered out is not sent.
 ///
+/// Demand already requested but met by events the producer could not broadcast yet
+/// (they wait in its buffer) is served from that buffer as soon as every consumer
+/// has asked for them ([`Dispatcher::buffered_demand`]). This is a deliberate
+/// difference from GenStage 1.3.2, whose producer takes from its buffer only when the
+/// dispatcher reports *new* demand: a producer started in accumulate mode, with
+/// consumers of `max_demand` 100 and 10, calls `handle_demand(100)` once on the switch
+/// to forward, broadcasts 10 events, buffers 90 that `requested` already counts, and
+/// never moves again. Here those 90 follow as the consumers ask.
+///
 /// ```
 /// use stageflow::dispatcher::{BroadcastDispatcher, Dispatcher, Probe, Received};
 /// use stageflow::SubscribeOptions;
@@ -243,6 +252,16 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
 
     fn take_error(&mut self) -> Option<Reason> {
         self.error.take()
+    }
+
+    fn buffered_demand(&self) -> usize {
+        // `waiting` is demand every consumer has; when `requested` already covers it,
+        // the events for it were produced and wait in the producer's buffer.
+        if self.demands.is_empty() {
+            0
+        } else {
+            self.waiting
+        }
     }
 }
 

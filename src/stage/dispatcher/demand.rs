@@ -20,7 +20,8 @@ pub struct DemandDispatcherOptions {
     /// subscriber is not always served first at start-up (default false).
     pub shuffle_demands_on_first_dispatch: bool,
     /// The maximum demand consumers are expected to ask for; an ask above it logs a
-    /// warning. Default: the first ask received.
+    /// warning, once per subscription (GenStage logs it at every such ask, hundreds of
+    /// lines in one run). Default: the first ask received.
     pub max_demand: Option<usize>,
 }
 
@@ -55,6 +56,8 @@ pub struct DemandDispatcher<T> {
     /// Demand forwarded upstream for consumers that have since left.
     pending: usize,
     max_demand: Option<usize>,
+    /// Subscriptions already warned about a demand above `max_demand`: once each.
+    warned: Vec<Tag>,
     shuffle: bool,
     seed: u64,
     log: LogSink,
@@ -78,6 +81,7 @@ impl<T: Send + 'static> DemandDispatcher<T> {
             demands: Vec::new(),
             pending: 0,
             max_demand: opts.max_demand,
+            warned: Vec::new(),
             shuffle: opts.shuffle_demands_on_first_dispatch,
             seed: crate::stage::reason::next_id()
                 ^ (std::time::SystemTime::now()
@@ -150,12 +154,15 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher<T> {
             let (counter, _) = self.demands.remove(i);
             self.pending += counter;
         }
+        self.warned.retain(|t| *t != tag);
         0
     }
 
     fn ask(&mut self, tag: Tag, n: usize) -> usize {
         let max = *self.max_demand.get_or_insert(n);
-        if n > max {
+        if n > max && !self.warned.contains(&tag) {
+            // Once per subscription: such a consumer asks like this all along.
+            self.warned.push(tag);
             self.log.log(
                 Level::Warning,
                 format!(

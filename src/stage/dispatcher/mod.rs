@@ -19,6 +19,7 @@ mod partition;
 mod probe;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use broadcast::BroadcastDispatcher;
@@ -70,6 +71,13 @@ pub trait Dispatcher<T: Send + 'static>: Send + 'static {
         let _ = log;
     }
 
+    /// The owning stage hands over the counter behind
+    /// [`StageMetrics::stalls`](crate::StageMetrics::stalls) when it starts. The
+    /// default ignores it.
+    fn set_stall_counter(&mut self, counter: StallCounter) {
+        let _ = counter;
+    }
+
     /// An error that must stop the owning stage, such as a partition hash that
     /// panicked or named an unknown partition. The stage checks it after every
     /// `dispatch` and stops with the reason (GenStage would crash the producer inside
@@ -84,6 +92,43 @@ pub trait Dispatcher<T: Send + 'static>: Send + 'static {
     /// (never recursively). The default never releases any.
     fn take_demand(&mut self) -> usize {
         0
+    }
+
+    /// Events the dispatcher would deliver now, beyond the demand it last reported to
+    /// the stage. After every `subscribe`, `ask` and `cancel`, a producer whose buffer
+    /// holds events offers up to this many of them to `dispatch`, even when the
+    /// reported demand was 0. The default is 0 (nothing beyond reported demand).
+    ///
+    /// A dispatcher needs it when it can owe consumers events that were produced for
+    /// demand it already forwarded and that are now in the producer's buffer: the
+    /// [`BroadcastDispatcher`] after consumers with different `max_demand` subscribed
+    /// to a producer in accumulate mode.
+    fn buffered_demand(&self) -> usize {
+        0
+    }
+}
+
+/// Counts the stalls a dispatcher reports: times it stopped asking for events because
+/// one of its consumers is missing. The owning stage shows the count as
+/// [`StageMetrics::stalls`](crate::StageMetrics::stalls).
+///
+/// ```
+/// use stageflow::dispatcher::StallCounter;
+/// let c = StallCounter::default();
+/// c.add(1);
+/// assert_eq!(c.get(), 1);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct StallCounter(pub(crate) Arc<AtomicU64>);
+
+impl StallCounter {
+    /// Counts `n` more stalls.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// The stalls counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 

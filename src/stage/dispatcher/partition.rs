@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::broadcast::panic_text;
-use super::{Dispatcher, PendingInfo, Subscriber};
+use super::{Dispatcher, PendingInfo, StallCounter, Subscriber};
 use crate::error::OptionsError;
 use crate::stage::log::{Level, LogSink};
 use crate::stage::reason::{Reason, Tag};
@@ -154,6 +154,9 @@ struct Partition<T> {
     state: State<T>,
     /// Events hashed to this partition by the current `dispatch` call.
     staged: Vec<T>,
+    /// The stall this partition causes without a consumer was reported (reset when a
+    /// consumer subscribes).
+    stall_reported: bool,
 }
 
 /// Sends each event to one partition, chosen by a hash of the event; each partition
@@ -175,6 +178,17 @@ struct Partition<T> {
 /// wait for it (a partition whose consumer never asks stops the producer once its
 /// queue is full). Keep `max_queue` at least the consumers' summed `max_demand` for
 /// full throughput.
+///
+/// A partition that has *no consumer* is the usual cause of such a stall: its events
+/// wait for a subscriber that may never come, and once its queue is full no partition
+/// gets events. The bound stays (an absent consumer must not grow the producer's
+/// memory), but the dispatcher logs a warning once per partition, naming it and the
+/// number of events waiting, and counts the stall in the stage's
+/// [`StageMetrics::stalls`](crate::StageMetrics::stalls). Subscribe a consumer to every
+/// partition before events flow (a [`Topology`](crate::Topology) does this for you).
+/// Even before its queue is full, a partition without a consumer takes its share of
+/// the events that the other partitions' demand pulls, so they receive fewer than they
+/// asked for (as in GenStage).
 ///
 /// Events for which the hash returns `None` are discarded and counted
 /// ([`PartitionStats::discarded`]). A hash that panics or names an unknown partition
@@ -216,6 +230,7 @@ pub struct PartitionDispatcher<T, H = HashFn<T>> {
     /// Infos waiting for backed-up partitions: id → (info, partitions still to pass).
     infos: HashMap<u64, (PendingInfo, usize)>,
     stats: PartitionStats,
+    stalls: StallCounter,
     error: Option<Reason>,
     log: LogSink,
 }
@@ -299,6 +314,7 @@ where
                 sub: None,
                 state: State::Demand(0),
                 staged: Vec::new(),
+                stall_reported: false,
             })
             .collect();
         Ok(PartitionDispatcher {
@@ -313,6 +329,7 @@ where
             max_queue: DEFAULT_MAX_QUEUE,
             infos: HashMap::new(),
             stats: PartitionStats::default(),
+            stalls: StallCounter::default(),
             error: None,
             log: LogSink::default(),
         })
@@ -409,6 +426,47 @@ where
         s.held.store(self.held as u64, Ordering::Relaxed);
     }
 
+    /// Demand is held back and a partition without a consumer has the longest queue:
+    /// it stalls every partition until a consumer subscribes to it. Said once per
+    /// partition (until it gets a consumer) and counted in the stage's metrics. Costs
+    /// nothing unless demand is held.
+    fn report_stall(&mut self) {
+        if self.held == 0 {
+            return;
+        }
+        let longest = self
+            .partitions
+            .iter()
+            .map(|p| match p.state {
+                State::Queue { events, .. } => events,
+                State::Demand(_) => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        for i in 0..self.partitions.len() {
+            let p = &mut self.partitions[i];
+            let State::Queue { events, .. } = p.state else {
+                continue;
+            };
+            if p.sub.is_some() || p.stall_reported || events < longest {
+                continue;
+            }
+            p.stall_reported = true;
+            self.stalls.add(1);
+            self.log.log(
+                Level::Warning,
+                format!(
+                    "partition {} has no consumer and {events} events wait in its queue \
+                     (max_queue {}): demand is held back, so every partition stalls until a \
+                     consumer subscribes to partition {}",
+                    self.names.key(i),
+                    self.max_queue,
+                    self.names.key(i),
+                ),
+            );
+        }
+    }
+
     /// An info marker of partition `p` was passed (sent or dropped).
     fn passed_info(&mut self, id: u64) {
         if let Some((_, left)) = self.infos.get_mut(&id) {
@@ -499,6 +557,7 @@ where
             )));
         }
         self.partitions[i].sub = Some(sub);
+        self.partitions[i].stall_reported = false;
         Ok(0)
     }
 
@@ -545,6 +604,7 @@ where
             }
         };
         self.waiting = self.waiting.saturating_add(forward);
+        self.report_stall();
         self.publish();
         forward
     }
@@ -565,6 +625,7 @@ where
         self.pending -= already;
         let forward = self.bound(n - already);
         self.waiting = self.waiting.saturating_add(forward);
+        self.report_stall();
         self.publish();
         forward
     }
@@ -682,6 +743,7 @@ where
             self.waiting += now;
             self.release += now;
         }
+        self.report_stall();
         self.publish();
         iter.collect()
     }
@@ -703,6 +765,10 @@ where
 
     fn set_log(&mut self, log: LogSink) {
         self.log = log;
+    }
+
+    fn set_stall_counter(&mut self, counter: StallCounter) {
+        self.stalls = counter;
     }
 
     fn take_error(&mut self) -> Option<Reason> {
