@@ -32,8 +32,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use stageflow::pipeline::{
-    Attempt, DeadLetter, DeadLetters, Outcomes, Pipeline, Progress, RateLimit, RateLimiter,
-    RetryPolicy, RetrySource,
+    Attempt, DeadLetter, DeadLetters, Outcomes, Progress, RateLimit, RateLimiter, RetryPolicy,
+    RetrySource,
 };
 use stageflow::prelude::*;
 
@@ -401,10 +401,13 @@ fn run(args: Args) -> Result<bool, Box<dyn Error + Send + Sync>> {
     let (dead_tx, dead_rx) = crossbeam_channel::unbounded::<DeadLetter<u64, FetchError>>();
     let source = RetrySource::new(0..args.items, policy, DeadLetters::channel(dead_tx));
     let stats = source.stats();
-    let items = source.start(ProducerOptions::new().name("items"))?;
+    // Every stage is started and subscribed before demand reaches `items`.
+    let mut topology = Topology::new();
+    let items = topology.source(source, ProducerOptions::new().name("items"))?;
     let rate = RateLimit::new(args.rate as usize, Duration::from_secs(1))?
         .with_burst(usize::try_from(args.burst).unwrap_or(usize::MAX));
-    let limit = RateLimiter::new(rate).start(
+    let limit = topology.producer_consumer(
+        RateLimiter::new(rate),
         ProducerConsumerOptions::new()
             .name("limit")
             .subscribe_to(&items, SubscribeOptions::new()),
@@ -416,16 +419,18 @@ fn run(args: Args) -> Result<bool, Box<dyn Error + Send + Sync>> {
         .into();
     let mut fetchers = Vec::new();
     for i in 1..=args.fetchers {
-        fetchers.push(start_producer_consumer(
-            Fetch {
-                agent: agent.clone(),
-                base: base.clone(),
-                outcomes: RetrySource::outcomes(&items),
-            },
-            ProducerConsumerOptions::new()
-                .name(format!("fetch-{i}"))
-                .subscribe_to(&limit, SubscribeOptions::new().max_demand(1).min_demand(0)),
-        )?);
+        fetchers.push(
+            topology.producer_consumer(
+                Fetch {
+                    agent: agent.clone(),
+                    base: base.clone(),
+                    outcomes: RetrySource::outcomes(&items),
+                },
+                ProducerConsumerOptions::new()
+                    .name(format!("fetch-{i}"))
+                    .subscribe_to(&limit, SubscribeOptions::new().max_demand(1).min_demand(0)),
+            )?,
+        );
     }
     let processed = Arc::new(Mutex::new(Vec::new()));
     let mut process_opts = ConsumerOptions::new().name("process");
@@ -437,7 +442,7 @@ fn run(args: Args) -> Result<bool, Box<dyn Error + Send + Sync>> {
                 .cancel(CancelMode::Transient),
         );
     }
-    let process = start_consumer(
+    topology.consumer(
         Process {
             delay: args.process,
             processed: processed.clone(),
@@ -446,11 +451,7 @@ fn run(args: Args) -> Result<bool, Box<dyn Error + Send + Sync>> {
         },
         process_opts,
     )?;
-    let mut pipeline = Pipeline::new().source(&items).stage(&limit);
-    for f in &fetchers {
-        pipeline = pipeline.stage(f);
-    }
-    let pipeline = pipeline.stage(&process);
+    let pipeline = topology.start()?;
     let handle = pipeline.handle();
 
     let drain = handle.clone();
