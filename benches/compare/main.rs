@@ -3,7 +3,7 @@
 //! For every workload the harness runs stageflow and its baseline in the same process,
 //! alternating, `COMPARE_RUNS` times (default 7), and prints the medians and their
 //! ratio (stageflow / baseline). Every run checks its result exactly and the process
-//! exits non-zero on a wrong result. See `../shared/BENCHMARKS.md` for the contract:
+//! exits non-zero on a wrong result. What scripts may rely on:
 //!
 //! - default output: a markdown table
 //!   `| workload | events | stageflow s | baseline | baseline s | ratio | stageflow M events/s |`
@@ -18,6 +18,7 @@ mod w4;
 mod w5;
 mod w6;
 mod w7;
+mod w8;
 mod words;
 
 use harness::Workload;
@@ -31,6 +32,8 @@ fn workloads(events: Option<u64>) -> Vec<Workload> {
     all.push(w5::workload(events));
     all.push(w6::workload(events));
     all.push(w7::workload(events));
+    // W8's input is generated once per process, in its warm-up run.
+    all.extend(w8::workloads(events));
     all
 }
 

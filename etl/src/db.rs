@@ -17,7 +17,8 @@ use crate::source::Done;
 use crate::Counters;
 
 /// The tables. `records` holds the rows; `etl_files` one row per input ever loaded
-/// (identity, path, and its length in lines once complete); `etl_done` the committed
+/// (identity, path, its length in lines once complete, and its rows and rejects so
+/// far, counted in the batches' transactions); `etl_done` the committed
 /// line ranges of each input (rows and rejects alike); `etl_rejects` the rejected
 /// lines with their original bytes.
 const SCHEMA: &str = "
@@ -27,7 +28,8 @@ CREATE TABLE IF NOT EXISTS records (
     amount REAL NOT NULL, tags TEXT NOT NULL, ts TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS etl_files (
     file INTEGER PRIMARY KEY, identity TEXT NOT NULL UNIQUE, path TEXT NOT NULL,
-    lines INTEGER, complete INTEGER NOT NULL DEFAULT 0);
+    lines INTEGER, complete INTEGER NOT NULL DEFAULT 0,
+    rows INTEGER NOT NULL DEFAULT 0, rejects INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS etl_done (
     file INTEGER NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL, hash BLOB,
     PRIMARY KEY (file, first));
@@ -170,19 +172,13 @@ pub(crate) fn complete_if_done(db: &Connection, file: i64, lines: u64) -> rusqli
     Ok(whole)
 }
 
-/// Rows and rejects the database holds for `file`.
+/// Rows and rejects the database holds for `file` (as counted by the batches).
 pub(crate) fn counts(db: &Connection, file: i64) -> rusqlite::Result<(u64, u64)> {
-    let rows: i64 = db.query_row(
-        "SELECT COUNT(*) FROM records WHERE file = ?1",
+    db.query_row(
+        "SELECT rows, rejects FROM etl_files WHERE file = ?1",
         [file],
-        |r| r.get(0),
-    )?;
-    let rejects: i64 = db.query_row(
-        "SELECT COUNT(*) FROM etl_rejects WHERE file = ?1",
-        [file],
-        |r| r.get(0),
-    )?;
-    Ok((rows as u64, rejects as u64))
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )
 }
 
 /// Whether a failed INSERT is the row's fault (a constraint, a value out of range):
@@ -220,6 +216,8 @@ impl Writer {
     fn write(&mut self, batch: Vec<Parsed>) -> rusqlite::Result<()> {
         let tx = self.db.transaction()?;
         let (mut written, mut rejected) = (0, 0);
+        // Rows and rejects per input, by input index.
+        let mut per_input: Vec<(u64, u64)> = vec![(0, 0); self.files.len()];
         let mut places = Vec::with_capacity(batch.len());
         {
             let mut insert = tx.prepare_cached(
@@ -243,6 +241,7 @@ impl Writer {
                         match insert_row(&mut insert, file, line, &row)? {
                             Ok(()) => {
                                 written += 1;
+                                per_input[input].0 += 1;
                                 continue;
                             }
                             Err(e) => (input, line, e, text.into_bytes()),
@@ -258,6 +257,15 @@ impl Writer {
                 };
                 reject.execute(params![self.files[input], line as i64, error, raw])?;
                 rejected += 1;
+                per_input[input].1 += 1;
+            }
+            let mut count = tx.prepare_cached(
+                "UPDATE etl_files SET rows = rows + ?2, rejects = rejects + ?3 WHERE file = ?1",
+            )?;
+            for (input, &(rows, rejects)) in per_input.iter().enumerate() {
+                if rows + rejects > 0 {
+                    count.execute(params![self.files[input], rows as i64, rejects as i64])?;
+                }
             }
         }
         record_done(&tx, &self.files, &mut self.done, places)?;
@@ -345,11 +353,11 @@ fn insert_row(
         file,
         line as i64,
         id,
-        row.name,
-        row.email,
+        row.name(),
+        row.email(),
         row.amount,
-        row.tags,
-        row.ts
+        row.tags(),
+        row.ts()
     ]) {
         Ok(_) => Ok(Ok(())),
         Err(e) if is_row_error(&e) => Ok(Err(format!("the database refused the row: {e}"))),

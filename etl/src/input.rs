@@ -32,8 +32,8 @@ pub(crate) struct Opened {
     /// streams that end within their head), `head:<xxh3-128 of the first MiB>` for
     /// longer streams, whose later lines are checked against hashes as they are read.
     pub identity: String,
-    /// Lines, when known before reading (regular files).
-    pub lines: Option<u64>,
+    /// Bytes, when known before reading (regular files, short streams).
+    pub size: Option<u64>,
     /// Whether the content is known whole upfront (false: a stream longer than its
     /// head, checked as it is read).
     pub whole: bool,
@@ -42,10 +42,10 @@ pub(crate) struct Opened {
     pub file_id: Option<(u64, u64)>,
 }
 
-fn hash_regular(file: &mut File) -> io::Result<(u64, u128, u64)> {
+fn hash_regular(file: &mut File) -> io::Result<(u64, u128)> {
     let mut hasher = Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
-    let (mut size, mut lines, mut last) = (0u64, 0u64, b'\n');
+    let mut size = 0u64;
     loop {
         let k = match file.read(&mut buf) {
             Ok(0) => break,
@@ -55,11 +55,9 @@ fn hash_regular(file: &mut File) -> io::Result<(u64, u128, u64)> {
         };
         hasher.update(&buf[..k]);
         size += k as u64;
-        lines += buf[..k].iter().filter(|&&b| b == b'\n').count() as u64;
-        last = buf[k - 1];
     }
     file.rewind()?;
-    Ok((size, hasher.digest128(), lines + u64::from(last != b'\n')))
+    Ok((size, hasher.digest128()))
 }
 
 #[cfg(unix)]
@@ -75,11 +73,11 @@ fn dev_ino(_: &std::fs::Metadata) -> Option<(u64, u64)> {
 
 pub(crate) fn regular(name: String, mut file: File) -> io::Result<Opened> {
     let meta = file.metadata()?;
-    let (size, hash, lines) = hash_regular(&mut file)?;
+    let (size, hash) = hash_regular(&mut file)?;
     Ok(Opened {
         name,
         identity: format!("file:{size}:{hash:032x}"),
-        lines: Some(lines),
+        size: Some(size),
         whole: true,
         reader: BufReader::with_capacity(256 * 1024, Box::new(file)),
         file_id: dev_ino(&meta),
@@ -100,15 +98,12 @@ fn stream(name: String, mut reader: Box<dyn Read + Send>) -> io::Result<Opened> 
     } else {
         format!("head:{hash:032x}")
     };
-    let lines = whole.then(|| {
-        let n = head.iter().filter(|&&b| b == b'\n').count() as u64;
-        n + u64::from(head.last().is_some_and(|&b| b != b'\n'))
-    });
+    let size = whole.then_some(head.len() as u64);
     let reader: Box<dyn Read + Send> = Box::new(io::Cursor::new(head).chain(reader));
     Ok(Opened {
         name,
         identity,
-        lines,
+        size,
         whole,
         reader: BufReader::with_capacity(256 * 1024, reader),
         file_id: None,

@@ -105,8 +105,10 @@ pub struct Counters {
     pub written: AtomicU64,
     /// Rejects committed by this run.
     pub rejected: AtomicU64,
-    /// Lines of all inputs when known upfront (regular files only), else `u64::MAX`.
-    pub total: AtomicU64,
+    /// Bytes read so far (lines skipped included).
+    pub bytes: AtomicU64,
+    /// Bytes of all inputs when known upfront (regular files), else `u64::MAX`.
+    pub total_bytes: AtomicU64,
 }
 
 /// A request to drain, from a signal handler: reading stops, every line already read
@@ -425,9 +427,9 @@ pub fn load(config: Config) -> Result<Outcome, EtlError> {
             )));
         }
     }
-    let total = opened.iter().map(|o| o.lines).sum::<Option<u64>>();
+    let total = opened.iter().map(|o| o.size).sum::<Option<u64>>();
     counters
-        .total
+        .total_bytes
         .store(total.unwrap_or(u64::MAX), Ordering::Relaxed);
     // 2. The outputs.
     let ids: Vec<_> = opened.iter().map(|o| o.file_id).collect();
@@ -576,7 +578,8 @@ pub fn load(config: Config) -> Result<Outcome, EtlError> {
         skipped: counters.skipped.load(Ordering::Relaxed),
         written: counters.written.load(Ordering::Relaxed),
         rejected: counters.rejected.load(Ordering::Relaxed),
-        interrupted: config.interrupt.is_requested(),
+        // A signal that came after everything was loaded interrupted nothing.
+        interrupted: config.interrupt.is_requested() && !outcomes.iter().all(|i| i.complete),
         deadline_hit: report.as_ref().is_some_and(|r| r.deadline_hit),
         inputs: outcomes,
         rejects_file_lines,

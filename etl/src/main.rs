@@ -155,7 +155,7 @@ fn peak_rss() -> Option<String> {
     Some(format!("{:.1} MiB", kb / 1024.0))
 }
 
-/// A progress line on standard error, five times a second (no total for pipes).
+/// A progress line on standard error, five times a second (no percentage for pipes).
 fn progress(counters: Arc<Counters>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let started = Instant::now();
@@ -164,15 +164,17 @@ fn progress(counters: Arc<Counters>, done: Arc<AtomicBool>) -> std::thread::Join
             std::thread::sleep(Duration::from_millis(200));
             let read = counters.read.load(Ordering::Relaxed);
             let skipped = counters.skipped.load(Ordering::Relaxed);
-            let total = counters.total.load(Ordering::Relaxed);
-            let of = if total == u64::MAX {
+            let total = counters.total_bytes.load(Ordering::Relaxed);
+            let bytes = counters.bytes.load(Ordering::Relaxed);
+            // Piped inputs have no known size: no percentage then.
+            let of = if total == u64::MAX || total == 0 {
                 String::new()
             } else {
-                format!("/{total}")
+                format!(" ({:.0} %)", bytes as f64 * 100.0 / total as f64)
             };
             let _ = write!(
                 err,
-                "\r{}{of} lines ({skipped} skipped) {:.0}/s | written {} rejected {}   ",
+                "\r{} lines{of}, {skipped} skipped, {:.0}/s | written {} rejected {}   ",
                 read + skipped,
                 read as f64 / started.elapsed().as_secs_f64(),
                 counters.written.load(Ordering::Relaxed),
@@ -298,7 +300,6 @@ fn main() -> ExitCode {
     let db = config.db.display().to_string();
     let rejects = config.rejects.display().to_string();
     let counters = config.counters.clone();
-    let interrupt = config.interrupt.clone();
     let done = Arc::new(AtomicBool::new(false));
     let drawer = show_progress.then(|| progress(counters, done.clone()));
     eprintln!(
@@ -325,7 +326,7 @@ fn main() -> ExitCode {
     };
     // A closed standard output (`etl | head -1`) is not an error of the load.
     let _ = summary(&mut std::io::stdout().lock(), &outcome, &db, &rejects);
-    if outcome.interrupted || interrupt.is_requested() {
+    if outcome.interrupted {
         eprintln!("etl: interrupted; what was read is committed. Run the same command to resume.");
         return ExitCode::from(exit::INTERRUPTED);
     }

@@ -114,6 +114,7 @@ impl EtlSource {
                 }
             };
             let name = &cur.input.name;
+            self.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
             if n == 0 {
                 if cur.input.limit.is_some_and(|limit| cur.number != limit) {
                     return Err(format!(
