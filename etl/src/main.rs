@@ -195,13 +195,17 @@ fn summary(
         writeln!(out, "{report}")?;
     }
     let secs = o.elapsed.as_secs_f64().max(1e-9);
-    writeln!(
-        out,
-        "read     {:>9} lines in {secs:.2} s ({:.0} lines/s); {} skipped, committed before",
-        o.read,
-        o.read as f64 / secs,
-        o.skipped
-    )?;
+    if o.report.is_none() {
+        writeln!(out, "nothing left to load: every input is loaded already")?;
+    } else {
+        writeln!(
+            out,
+            "read     {:>9} lines in {secs:.2} s ({:.0} lines/s); {} skipped (committed by an earlier run)",
+            o.read,
+            o.read as f64 / secs,
+            o.skipped
+        )?;
+    }
     writeln!(out, "written  {:>9} rows to {config_db}", o.written)?;
     writeln!(out, "rejected {:>9} lines", o.rejected)?;
     writeln!(

@@ -4,7 +4,7 @@
 //! [`RetrySource`], [`DeadLetters`]), shut down gracefully ([`Pipeline`]) and show
 //! progress ([`Progress`]).
 //!
-//! `examples/etl.rs` (files → JSON → SQLite) and `examples/rate_limited_api.rs`
+//! The ETL in `etl/` (files → JSON → SQLite) and `examples/rate_limited_api.rs`
 //! (a polite HTTP client) put them together.
 
 mod batcher;
