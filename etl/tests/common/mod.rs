@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
-/// The `etl` binary cargo built for these tests.
+/// The `etl` binary cargo built for these tests, or the one `ETL_BIN` names (to run
+/// these tests against another build, an older one for instance).
 pub fn etl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_etl"));
+    let bin = std::env::var_os("ETL_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_etl").into());
+    let mut c = Command::new(bin);
     c.arg("--no-progress");
     c
 }
