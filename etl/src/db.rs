@@ -206,6 +206,19 @@ pub(crate) struct Writer {
     pub slow: Duration,
     pub counters: Arc<Counters>,
     pub fatal: Arc<Mutex<Option<String>>>,
+    /// Where written batches go to be freed.
+    pub garbage: std::sync::mpsc::SyncSender<Vec<Parsed>>,
+}
+
+/// A thread that frees what `Writer::garbage` sends it; it ends with the writer.
+pub(crate) fn garbage_collector() -> std::io::Result<std::sync::mpsc::SyncSender<Vec<Parsed>>> {
+    // Bounded: a collector that falls behind slows the writer instead of holding
+    // batches without limit.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(4);
+    std::thread::Builder::new()
+        .name("etl-free".into())
+        .spawn(move || rx.into_iter().for_each(drop))?;
+    Ok(tx)
 }
 
 fn hash_blob(hash: Option<u128>) -> Option<[u8; 16]> {
@@ -227,7 +240,8 @@ impl Writer {
             let mut reject = tx.prepare_cached(
                 "INSERT INTO etl_rejects (file, line, error, raw) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for parsed in batch {
+            // By reference: the batch is freed after the commit, off this thread.
+            for parsed in &batch {
                 places.push(parsed.place());
                 let (input, line, error, raw) = match parsed {
                     Parsed::Row {
@@ -237,14 +251,14 @@ impl Writer {
                         text,
                         ..
                     } => {
-                        let file = self.files[input];
-                        match insert_row(&mut insert, file, line, &row)? {
+                        let file = self.files[*input];
+                        match insert_row(&mut insert, file, *line, row)? {
                             Ok(()) => {
                                 written += 1;
-                                per_input[input].0 += 1;
+                                per_input[*input].0 += 1;
                                 continue;
                             }
-                            Err(e) => (input, line, e, text.into_bytes()),
+                            Err(e) => (*input, *line, e, text.as_bytes()),
                         }
                     }
                     Parsed::Reject {
@@ -253,7 +267,7 @@ impl Writer {
                         error,
                         raw,
                         ..
-                    } => (input, line, error, raw),
+                    } => (*input, *line, error.clone(), raw.as_slice()),
                 };
                 reject.execute(params![self.files[input], line as i64, error, raw])?;
                 rejected += 1;
@@ -275,6 +289,11 @@ impl Writer {
             std::thread::sleep(self.slow);
         }
         tx.commit()?;
+        // Freeing a batch (a few allocations per row, made on the parsers' threads)
+        // is a noticeable share of this thread's time, and this thread is the
+        // pipeline's bottleneck: another thread does it.
+        // (Were the collector gone, the batch would be freed here.)
+        let _ = self.garbage.send(batch);
         self.counters.written.fetch_add(written, Ordering::Relaxed);
         self.counters
             .rejected

@@ -517,6 +517,8 @@ pub fn load(config: Config) -> Result<Outcome, EtlError> {
             slow: config.slow_db,
             counters: counters.clone(),
             fatal: fatal.clone(),
+            garbage: db::garbage_collector()
+                .map_err(|e| EtlError::Failed(format!("starting a thread: {e}")))?,
         };
         let r = run_pipeline(
             inputs,
