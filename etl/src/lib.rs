@@ -112,7 +112,22 @@ pub struct Counters {
 }
 
 /// A request to drain, from a signal handler: reading stops, every line already read
-/// is written, and the run ends as interrupted.
+/// is written, and the run ends as interrupted (resumable by running it again).
+///
+/// ```
+/// use stageflow_etl::{load, Config, InputSpec};
+/// let dir = tempfile::tempdir()?;
+/// let input = dir.path().join("in.jsonl");
+/// std::fs::write(&input, "{}\n")?;
+/// let mut config = Config::new(vec![InputSpec::Path(input)], dir.path().join("out.db"));
+/// config.rejects = dir.path().join("rejects.jsonl");
+/// // A signal that came before the load started: nothing is read.
+/// config.interrupt.request();
+/// let outcome = load(config)?;
+/// assert!(outcome.interrupted && !outcome.is_complete());
+/// assert_eq!(outcome.read, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Default)]
 pub struct Interrupt {
     requested: AtomicBool,
@@ -357,6 +372,17 @@ fn check_output(what: &str, path: &Path, inputs: &[Option<(u64, u64)>]) -> Resul
     Ok(())
 }
 
+/// Whether two paths name the same file (the same path, or the same existing file).
+fn same_file(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Rewrites the rejects file from the database: every reject of `files` (with the
 /// inputs' names of this run), into a temporary file renamed into place.
 fn write_rejects(
@@ -435,6 +461,12 @@ pub fn load(config: Config) -> Result<Outcome, EtlError> {
     let ids: Vec<_> = opened.iter().map(|o| o.file_id).collect();
     check_output("database", &config.db, &ids)?;
     check_output("rejects file", &config.rejects, &ids)?;
+    if same_file(&config.db, &config.rejects) {
+        return Err(EtlError::Usage(format!(
+            "the rejects file {} is the database: give it another path",
+            config.rejects.display()
+        )));
+    }
     // 3. What the database holds, and whether this run may touch it.
     let dberr = database(&config.db);
     let mut conn = db::open(&config.db).map_err(&dberr)?;

@@ -320,10 +320,10 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("etl: {e}");
             match &e {
-                EtlError::Database(_) | EtlError::Input(_) | EtlError::Failed(_) => eprintln!(
+                EtlError::Database(_) | EtlError::Failed(_) => eprintln!(
                     "etl: what was committed before stands; once fixed, run the same command to resume"
                 ),
-                EtlError::Usage(_) => {}
+                EtlError::Usage(_) | EtlError::Input(_) => {}
             }
             return ExitCode::from(e.exit_code());
         }

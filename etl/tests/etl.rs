@@ -185,6 +185,10 @@ fn a_typo_or_an_unusable_path_leaves_the_previous_load_alone() {
             &["data.jsonl", "--db", "prev.db", "--rejects", "data.jsonl"][..],
             "is one of the inputs",
         ),
+        (
+            &["data.jsonl", "--db", "prev.db", "--rejects", "prev.db"][..],
+            "is the database",
+        ),
     ] {
         let out = run(&dir, args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
