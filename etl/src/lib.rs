@@ -431,6 +431,18 @@ fn write_rejects(
         }
     }
     let temp = out.into_inner().map_err(|e| err(&e.error()))?;
+    // Temporary files are private (0600); the rejects file keeps the permissions of
+    // the one it replaces, or gets the usual 0644.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let permissions = std::fs::metadata(path)
+            .map(|m| m.permissions())
+            .unwrap_or_else(|_| std::fs::Permissions::from_mode(0o644));
+        temp.as_file()
+            .set_permissions(permissions)
+            .map_err(|e| err(&e))?;
+    }
     temp.as_file().sync_all().map_err(|e| err(&e))?;
     temp.persist(path).map_err(|e| err(&e.error))?;
     Ok(n)

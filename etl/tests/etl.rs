@@ -113,6 +113,16 @@ fn every_value_round_trips_and_every_bad_line_is_rejected_with_its_bytes() {
         .find(|l| l.contains("bytes_escaped"))
         .unwrap();
     assert!(utf8.contains("invalid UTF-8"), "{utf8}");
+    // The rejects file is readable like any other output (not a private temporary).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("rejects.jsonl"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "{mode:o}");
+    }
     // Nothing left in the temporary directory.
     assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
