@@ -303,11 +303,21 @@ fn loading_the_same_file_again_is_a_no_op_or_refused() {
     let args = ["d.jsonl", "--db", "o.db", "--rejects", "r.jsonl"];
     let first = run(&dir, &args);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
-    // The same content under another name is the same input.
+    // Again, under another name (the same content is the same input), and with
+    // --append: nothing changes.
     std::fs::copy(dir.join("d.jsonl"), dir.join("copy.jsonl")).unwrap();
     for again in [
         &args[..],
         &["copy.jsonl", "--db", "o.db", "--rejects", "rc.jsonl"][..],
+        // --append adds new inputs; an input loaded already is not loaded twice.
+        &[
+            "d.jsonl",
+            "--db",
+            "o.db",
+            "--rejects",
+            "r.jsonl",
+            "--append",
+        ][..],
     ] {
         let out = run(&dir, again);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
