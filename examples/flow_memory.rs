@@ -28,17 +28,60 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let n: u64 = match args.next() {
-        Some(a) => a
-            .parse()
-            .map_err(|e| format!("events must be a whole number, got {a:?}: {e}"))?,
-        None => 1_000_000,
+const USAGE: &str = "usage: flow_memory [EVENTS] [windowed|mapper]
+
+Runs EVENTS events (default 1000000) through a windowed reduce (default) or a map +
+for_each, checks the result and prints the process's peak RSS.";
+
+/// (events, mode), or `None` when help was asked for.
+fn parse_args() -> Result<Option<(u64, String)>, String> {
+    use lexopt::prelude::*;
+    let (mut n, mut mode) = (None, None);
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Value(v) if n.is_none() => {
+                let v = v.to_string_lossy().into_owned();
+                n = Some(
+                    v.parse::<u64>()
+                        .map_err(|e| format!("EVENTS must be a whole number, got {v:?}: {e}"))?,
+                );
+            }
+            Value(v) if mode.is_none() => mode = Some(v.to_string_lossy().into_owned()),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    Ok(Some((
+        n.unwrap_or(1_000_000),
+        mode.unwrap_or_else(|| "windowed".into()),
+    )))
+}
+
+fn main() -> std::process::ExitCode {
+    let (n, mode) = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("flow_memory: {e}\n{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
     };
-    let mode = args.next().unwrap_or_else(|| "windowed".into());
+    match run(n, &mode) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flow_memory: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn run(n: u64, mode: &str) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
-    let (rows, checksum) = match mode.as_str() {
+    let (rows, checksum) = match mode {
         "windowed" => {
             let window = Window::fixed(1, Unit::Second, |e: &Event| e.0 as i64);
             let flow = Flow::from_iter((0..n).map(|i| (i, i % 8, i % 1000)))

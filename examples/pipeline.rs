@@ -115,13 +115,54 @@ impl Consumer for Total {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: u64 = match std::env::args().nth(1) {
-        Some(arg) => arg
-            .parse()
-            .map_err(|_| format!("expected N (a whole number of events), got: {arg:?}"))?,
-        None => 10_000_000,
+const USAGE: &str = "usage: pipeline [N]
+
+Runs 1..=N (default 10000000) through two squaring stages into a summing consumer
+and checks the sum.";
+
+/// N, or `None` when help was asked for.
+fn parse_args() -> Result<Option<u64>, String> {
+    use lexopt::prelude::*;
+    let mut n = None;
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Value(v) if n.is_none() => {
+                let v = v.to_string_lossy().into_owned();
+                n =
+                    Some(v.parse::<u64>().map_err(|_| {
+                        format!("expected N (a whole number of events), got: {v:?}")
+                    })?);
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    Ok(Some(n.unwrap_or(10_000_000)))
+}
+
+fn main() -> std::process::ExitCode {
+    let n = match parse_args() {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            println!("{USAGE}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("pipeline: {e}\n{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
     };
+    match run(n) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pipeline: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn run(n: u64) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
 
     // A topology starts every stage and makes every subscription before the numbers

@@ -62,8 +62,8 @@ struct Args {
     stats_json: bool,
 }
 
-fn number(flag: &str, value: Option<String>, min: i64, max: i64) -> Result<u64, String> {
-    let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+fn number(flag: &str, value: std::ffi::OsString, min: i64, max: i64) -> Result<u64, String> {
+    let value = value.to_string_lossy();
     match value.parse::<i64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n as u64),
         Ok(n) if n < min && min == 1 => Err(format!("{flag} must be greater than 0, got: {n}")),
@@ -75,7 +75,9 @@ fn number(flag: &str, value: Option<String>, min: i64, max: i64) -> Result<u64, 
     }
 }
 
-fn parse_args() -> Result<Args, String> {
+/// The arguments, or `None` when help was asked for.
+fn parse_args() -> Result<Option<Args>, String> {
+    use lexopt::prelude::*;
     let mut a = Args {
         items: 300,
         rate: 50,
@@ -90,34 +92,70 @@ fn parse_args() -> Result<Args, String> {
         progress: true,
         stats_json: false,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         let big = i64::MAX;
-        match arg.as_str() {
-            "--items" => a.items = number("--items", it.next(), 1, 1_000_000)?,
-            "--rate" => a.rate = number("--rate", it.next(), 1, big)?,
-            "--burst" => a.burst = number("--burst", it.next(), 0, big)?,
-            "--fetchers" => a.fetchers = number("--fetchers", it.next(), 1, 256)? as usize,
-            "--attempts" => a.attempts = number("--attempts", it.next(), 1, 100)? as u32,
-            "--fail-percent" => a.fail_percent = number("--fail-percent", it.next(), 0, 100)?,
-            "--slow-percent" => a.slow_percent = number("--slow-percent", it.next(), 0, 100)?,
-            "--slow-ms" => {
-                a.slow = Duration::from_millis(number("--slow-ms", it.next(), 0, 60_000)?)
+        let value =
+            |p: &mut lexopt::Parser, flag: &str| p.value().map_err(|e| format!("{flag}: {e}"));
+        match arg {
+            Long("items") => {
+                a.items = number("--items", value(&mut parser, "--items")?, 1, 1_000_000)?
             }
-            "--process-ms" => {
-                a.process = Duration::from_millis(number("--process-ms", it.next(), 0, 60_000)?)
+            Long("rate") => a.rate = number("--rate", value(&mut parser, "--rate")?, 1, big)?,
+            Long("fetchers") => {
+                a.fetchers =
+                    number("--fetchers", value(&mut parser, "--fetchers")?, 1, 256)? as usize
             }
-            "--drain-deadline-s" => {
-                a.drain_deadline =
-                    Duration::from_secs(number("--drain-deadline-s", it.next(), 1, big)?)
+            Long("attempts") => {
+                a.attempts = number("--attempts", value(&mut parser, "--attempts")?, 1, 100)? as u32
             }
-            "--no-progress" => a.progress = false,
-            "--stats-json" => a.stats_json = true,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other}")),
+            Long("fail-percent") => {
+                a.fail_percent = number(
+                    "--fail-percent",
+                    value(&mut parser, "--fail-percent")?,
+                    0,
+                    100,
+                )?
+            }
+            Long("slow-percent") => {
+                a.slow_percent = number(
+                    "--slow-percent",
+                    value(&mut parser, "--slow-percent")?,
+                    0,
+                    100,
+                )?
+            }
+            Long("slow-ms") => {
+                a.slow = Duration::from_millis(number(
+                    "--slow-ms",
+                    value(&mut parser, "--slow-ms")?,
+                    0,
+                    60_000,
+                )?)
+            }
+            Long("process-ms") => {
+                a.process = Duration::from_millis(number(
+                    "--process-ms",
+                    value(&mut parser, "--process-ms")?,
+                    0,
+                    60_000,
+                )?)
+            }
+            Long("drain-deadline-s") => {
+                a.drain_deadline = Duration::from_secs(number(
+                    "--drain-deadline-s",
+                    value(&mut parser, "--drain-deadline-s")?,
+                    1,
+                    big,
+                )?)
+            }
+            Long("no-progress") => a.progress = false,
+            Long("stats-json") => a.stats_json = true,
+            Short('h') | Long("help") => return Ok(None),
+            other => return Err(other.unexpected().to_string()),
         }
     }
-    Ok(a)
+    Ok(Some(a))
 }
 
 // ----- the server -------------------------------------------------------------------
@@ -606,11 +644,13 @@ fn sliding_max(arrivals: &[Duration], window: Duration) -> usize {
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("rate_limited_api: {e}");
-            }
+            eprintln!("rate_limited_api: {e}");
             eprintln!("{USAGE}");
             return ExitCode::from(2);
         }

@@ -10,6 +10,7 @@
 //! and the stages' top 20 are merged by `take_sort_by`.
 
 use std::collections::HashMap;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use stageflow::flow::{Flow, FxBuildHasher, Options};
@@ -22,17 +23,62 @@ when the input ends every stage emits its counts and the flow merges them
 the words that come most often are printed first with their counts
 ";
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files: Vec<String> = std::env::args().skip(1).collect();
-    let start = Instant::now();
-    let texts: Vec<String> = if files.is_empty() {
-        vec![SAMPLE.to_string()]
-    } else {
-        files
-            .iter()
-            .map(std::fs::read_to_string)
-            .collect::<Result<_, _>>()?
+const USAGE: &str = "usage: wordcount [FILE ...]
+
+Counts the words of the files (or of a built-in sample text) and prints the 20 most
+frequent.";
+
+/// The files, or `None` when help was asked for.
+fn parse_args() -> Result<Option<Vec<String>>, String> {
+    use lexopt::prelude::*;
+    let mut files = Vec::new();
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Value(v) => files.push(v.to_string_lossy().into_owned()),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    Ok(Some(files))
+}
+
+fn main() -> ExitCode {
+    let files = match parse_args() {
+        Ok(Some(files)) => files,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("wordcount: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
     };
+    let mut texts = Vec::new();
+    for file in &files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => texts.push(text),
+            Err(e) => {
+                eprintln!("wordcount: {file}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match count(&files, texts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wordcount: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn count(files: &[String], mut texts: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    if texts.is_empty() {
+        texts.push(SAMPLE.to_string());
+    }
     let top: Vec<Vec<(&str, u64)>> = Flow::from_iters(texts.iter().map(|t| t.lines()))
         .flat_map(|line: &str| line.split_whitespace())
         .partition(Options::new())

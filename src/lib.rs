@@ -11,7 +11,7 @@
 //!
 //! On top of the stage layer, [`pipeline`] has the parts real programs need: a line
 //! source, a batcher, a rate limiter, retries with dead letters, graceful drain and
-//! progress reporting (`examples/etl.rs` and `examples/rate_limited_api.rs` use them).
+//! progress reporting (the ETL in `etl/` and `examples/rate_limited_api.rs` use them).
 //!
 //! # A tour of the stage layer
 //!

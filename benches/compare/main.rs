@@ -21,6 +21,7 @@ mod w4;
 mod w5;
 mod w6;
 mod w7;
+mod w8;
 mod words;
 
 use harness::Workload;
@@ -34,6 +35,8 @@ fn workloads(events: Option<u64>) -> Vec<Workload> {
     all.push(w5::workload(events));
     all.push(w6::workload(events));
     all.push(w7::workload(events));
+    // W8's input is generated once per process, in its warm-up run.
+    all.extend(w8::workloads(events));
     all
 }
 

@@ -30,7 +30,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! `examples/etl.rs` (files → JSON → SQLite) and `examples/rate_limited_api.rs`
+//! The ETL in `etl/` (files → JSON → SQLite) and `examples/rate_limited_api.rs`
 //! (a polite HTTP client) put them together.
 
 mod batcher;
