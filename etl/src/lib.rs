@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use stageflow::pipeline::{Batcher, BatcherOptions, Pipeline, PipelineHandle, PipelineReport};
+use stageflow::pipeline::{Batcher, BatcherOptions, PipelineHandle, PipelineReport};
 use stageflow::prelude::*;
 
 mod db;
@@ -648,25 +648,26 @@ fn run_pipeline(
     drain_deadline: Duration,
 ) -> Result<PipelineReport, EtlError> {
     let failed = |e: &dyn fmt::Display| EtlError::Failed(format!("starting the pipeline: {e}"));
-    // The source holds its demand until every stage is subscribed: a short input
-    // would otherwise end before the last parser subscribed.
-    let lines = start_producer(
-        EtlSource::new(inputs, counters.clone(), eof.clone()),
-        ProducerOptions::new()
-            .name("lines")
-            .demand(DemandMode::Accumulate),
-    )
-    .map_err(|e| failed(&e))?;
+    // The topology holds the source's demand until every stage is subscribed: a
+    // short input would otherwise end before the last parser subscribed.
+    let mut topology = Topology::new();
+    let lines = topology
+        .source(
+            EtlSource::new(inputs, counters.clone(), eof.clone()),
+            ProducerOptions::new().name("lines"),
+        )
+        .map_err(|e| failed(&e))?;
     let mut parse = Vec::new();
     for i in 1..=parsers {
         parse.push(
-            start_producer_consumer(
-                Parse,
-                ProducerConsumerOptions::new()
-                    .name(format!("parse-{i}"))
-                    .subscribe_to(&lines, SubscribeOptions::new().max_demand(1000)),
-            )
-            .map_err(|e| failed(&e))?,
+            topology
+                .producer_consumer(
+                    Parse,
+                    ProducerConsumerOptions::new()
+                        .name(format!("parse-{i}"))
+                        .subscribe_to(&lines, SubscribeOptions::new().max_demand(1000)),
+                )
+                .map_err(|e| failed(&e))?,
         );
     }
     let mut batch_opts = ProducerConsumerOptions::new().name("batch");
@@ -684,25 +685,22 @@ fn run_pipeline(
             .batch_size(batch_size)
             .batch_timeout(batch_timeout),
     )
-    .map_err(|e| failed(&e))?
-    .start(batch_opts)
     .map_err(|e| failed(&e))?;
-    let write = start_consumer(
-        writer,
-        ConsumerOptions::new()
-            .name("write")
-            .subscribe_to(&batcher, SubscribeOptions::new().max_demand(4)),
-    )
-    .map_err(|e| failed(&e))?;
-    let mut pipeline = Pipeline::new().source(&lines);
-    for p in &parse {
-        pipeline = pipeline.stage(p);
-    }
-    let pipeline = pipeline.stage(&batcher).stage(&write);
-    interrupt.attach(pipeline.handle());
-    lines
-        .set_demand_mode(DemandMode::Forward)
+    let batcher = topology
+        .producer_consumer(batcher, batch_opts)
         .map_err(|e| failed(&e))?;
+    topology
+        .consumer(
+            writer,
+            ConsumerOptions::new()
+                .name("write")
+                .subscribe_to(&batcher, SubscribeOptions::new().max_demand(4)),
+        )
+        .map_err(|e| failed(&e))?;
+    // Attached before demand flows: a signal that came while wiring drains the
+    // pipeline before anything is read.
+    interrupt.attach(topology.handle());
+    let pipeline = topology.start().map_err(|e| failed(&e))?;
     // Wait on another thread, so that a database failure ends the run at once
     // instead of after the drain deadline (stages upstream of a dead writer wait).
     let (tx, rx) = std::sync::mpsc::channel();

@@ -11,7 +11,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{CallError, OptionsError, StartError, SubscribeError};
-use crate::pipeline::{Halt, Pipeline};
+use crate::pipeline::{Halt, Pipeline, PipelineHandle};
 
 use super::handle::{Source, StageRef};
 use super::iter::{from_iter, FromIterOptions, IterExhausted, IterProducer, StageStream};
@@ -314,6 +314,36 @@ impl Topology {
         }
         self.track(stage);
         self.pipeline(|p| p.stage(stage));
+    }
+
+    /// A handle on the pipeline that [`start`](Self::start) will return, usable before
+    /// it: a Ctrl-C handler installed while the topology is wired can drain it. A
+    /// drain requested before `start` halts the sources before they produce anything,
+    /// so the topology then ends with nothing processed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stageflow::pipeline::LineSource;
+    /// use stageflow::prelude::*;
+    ///
+    /// let mut topology = Topology::new();
+    /// let lines = topology.source(
+    ///     LineSource::new().reader("in", std::io::Cursor::new("a\nb\n")),
+    ///     ProducerOptions::new().name("lines"),
+    /// )?;
+    /// let out = topology.stream(&lines, SubscribeOptions::new())?;
+    /// let handle = topology.handle();
+    /// handle.drain(); // a signal that came while the topology was being wired
+    /// let pipeline = topology.start()?;
+    /// assert_eq!(out.count(), 0);
+    /// assert!(pipeline.wait(Duration::from_secs(10)).is_complete());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn handle(&self) -> PipelineHandle {
+        self.pipeline
+            .as_ref()
+            .expect("the pipeline is taken only by start")
+            .handle()
     }
 
     /// Lets demand reach every source, in the order they were added, and returns the
