@@ -420,3 +420,54 @@ fn replayed_demand_already_met_keeps_events_in_order() {
         assert_eq!(all, (0..44).collect::<Vec<_>>());
     }
 }
+
+/// A case the property test found in CI: a broadcasting source pushed events without
+/// demand (casts) while the second sink, which leaves after 175 events, had asked for
+/// less than the first.
+#[test]
+fn broadcast_with_pushes_and_a_sink_that_leaves_finishes() {
+    let t = Topology {
+        dispatch: Dispatch::Broadcast,
+        sources: vec![
+            SourcePlan {
+                len: 83,
+                modes: vec![Emit::Fewer],
+                pushes: vec![9],
+                late_pushes: vec![],
+            },
+            SourcePlan {
+                len: 160,
+                modes: vec![Emit::Exactly],
+                pushes: vec![17],
+                late_pushes: vec![2, 20],
+            },
+        ],
+        relays: vec![],
+        sinks: vec![((44, 24), None), ((12, 1), Some(175))],
+    };
+    for _ in 0..5 {
+        run_topology(&t).unwrap();
+    }
+}
+
+/// The smallest form of that case: one broadcasting source, consumers of
+/// `max_demand` 44 and 12. Events produced for the first consumer's demand wait in the
+/// producer's buffer; the second consumer's later asks must be met from that buffer
+/// and from `handle_demand` without counting the buffered events twice (it hung).
+#[test]
+fn broadcast_new_demand_is_not_served_twice_from_the_buffer() {
+    let t = Topology {
+        dispatch: Dispatch::Broadcast,
+        sources: vec![SourcePlan {
+            len: 160,
+            modes: vec![Emit::Exactly],
+            pushes: vec![],
+            late_pushes: vec![],
+        }],
+        relays: vec![],
+        sinks: vec![((44, 24), None), ((12, 1), None)],
+    };
+    for _ in 0..5 {
+        run_topology(&t).unwrap();
+    }
+}

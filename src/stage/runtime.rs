@@ -564,7 +564,7 @@ impl<S: Stage> Runtime<S> {
             }
         }
         for k in demands {
-            let mut k = self.take_from_buffer(k);
+            let mut k = self.buffer_first(k);
             while k > 0 && !self.stopped() {
                 match stored.pop_front() {
                     None => break,
@@ -777,11 +777,28 @@ impl<S: Stage> Runtime<S> {
             acc.push_back(Accumulated::Demand(k));
             return;
         }
-        let k = self.take_from_buffer(k);
+        let k = self.buffer_first(k);
         if k == 0 || self.stopped() {
             return;
         }
         self.demand_callback(k);
+    }
+
+    /// Serves what the buffer can of new demand `k` and returns the demand left for
+    /// `handle_demand`. GenStage's rule is buffer first: buffered events meet new
+    /// demand. A dispatcher that reports [`Dispatcher::buffered_demand`] counts the
+    /// buffered events in the demand it already forwarded (they were produced for it),
+    /// so its new demand `k` is beyond them: the buffer is offered to the demand it
+    /// has, and all of `k` goes to `handle_demand`. Serving `k` from that buffer would
+    /// count those events twice and leave the producer owing nothing while the
+    /// dispatcher waits for them.
+    fn buffer_first(&mut self, k: usize) -> usize {
+        if self.dispatcher.buffered_demand() > 0 {
+            self.offer_buffer();
+            k
+        } else {
+            self.take_from_buffer(k)
+        }
     }
 
     /// Calls `handle_demand(k)` and dispatches what it emitted.
