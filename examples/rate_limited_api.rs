@@ -102,6 +102,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                 a.items = number("--items", value(&mut parser, "--items")?, 1, 1_000_000)?
             }
             Long("rate") => a.rate = number("--rate", value(&mut parser, "--rate")?, 1, big)?,
+            Long("burst") => a.burst = number("--burst", value(&mut parser, "--burst")?, 0, big)?,
             Long("fetchers") => {
                 a.fetchers =
                     number("--fetchers", value(&mut parser, "--fetchers")?, 1, 256)? as usize
