@@ -46,6 +46,9 @@ pub enum FlowError {
     Stage(String),
 }
 
+/// A stage subscription failed inside a flow source (turned into `FlowError::Stage`).
+pub(crate) struct StageFailure(pub String);
+
 /// Turns a caught panic payload into its message.
 pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {

@@ -5,11 +5,11 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::exec::entry::Entry;
 use super::exec::node::LayerNode;
 use super::exec::sinks::{PartitionRouter, RoundRobinRouter, Speaker};
 use super::exec::{self, Built, Cx, Inbox, LaneCtx, LaneIn, SinkFactory};
 use super::options::Resolved;
+use super::window::entry::Entry;
 use super::{err_flow, hash, Flow, FlowError, Options, Shape};
 
 impl<'a, T: Send + 'a> Flow<'a, T> {

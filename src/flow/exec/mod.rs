@@ -42,7 +42,6 @@
 //! reducers' state (and, for `collect`, its output). Inboxes keep the allocations of
 //! consumed batches up to a quarter of a round's worth.
 
-pub(crate) mod entry;
 pub(crate) mod node;
 pub(crate) mod sinks;
 

@@ -299,7 +299,7 @@ where
 
 /// The error for a panic that unwound out of a source iterator.
 fn source_error(p: Box<dyn std::any::Any + Send>) -> FlowError {
-    match p.downcast::<crate::flow::ops::stages::StageFailure>() {
+    match p.downcast::<crate::flow::error::StageFailure>() {
         Ok(f) => FlowError::Stage(f.0),
         Err(p) => FlowError::Panic {
             place: "source".into(),

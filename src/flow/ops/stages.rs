@@ -1,6 +1,7 @@
 //! Bridges to the stage layer: `from_stages`, `through_stages`, `into_stages`.
 
 use crate::error::StartError;
+use crate::flow::error::StageFailure;
 use crate::flow::exec::node::Pull;
 use crate::flow::exec::{Cx, SinkFactory};
 use crate::flow::{Flow, FlowError, FlowIter, Options, Shape};
@@ -8,9 +9,6 @@ use crate::stage::{
     from_iter, stream, CancelMode, DemandMode, FromIterOptions, IterProducer, ProducerConsumer,
     Source, SourceRef, Stage, StageRef, StageStream, SubscribeOptions,
 };
-
-/// A stage subscription failed inside a flow source (turned into `FlowError::Stage`).
-pub(crate) struct StageFailure(pub String);
 
 /// The events of a producer stage, as a flow source iterator (what
 /// [`Flow::from_stages`] reads; a failed subscription ends the flow with
