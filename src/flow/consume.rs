@@ -108,7 +108,8 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         self.fold_lanes(|_v: Vec<T>| None::<()>).map(|(_, r)| r)
     }
 
-    /// [`Flow::try_run`], panicking with the error's message on failure.
+    /// [`Flow::try_run`], panicking on failure: a panic of a user closure is re-raised
+    /// with its own payload (as rayon does), another error panics with its message.
     ///
     /// ```
     /// use stageflow::flow::Flow;
@@ -233,7 +234,9 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         Ok(all.into_iter().collect())
     }
 
-    /// [`Flow::try_collect`], panicking with the error's message on failure.
+    /// [`Flow::try_collect`], panicking on failure: a panic of a user closure is
+    /// re-raised with its own payload (as rayon does), another error panics with its
+    /// message.
     ///
     /// ```
     /// use stageflow::flow::Flow;
@@ -245,11 +248,10 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
     }
 }
 
+/// The plain consumers' ending: a user closure's panic is re-raised with its own
+/// payload (as rayon does), another failure panics with its message.
 fn unwrap<R>(r: Result<R, FlowError>) -> R {
-    match r {
-        Ok(r) => r,
-        Err(e) => panic!("{e}"),
-    }
+    r.unwrap_or_else(|e| e.raise())
 }
 
 pub(super) fn report(cx: &Cx) -> RunReport {

@@ -142,9 +142,9 @@ mod source;
 pub mod window;
 
 pub use consume::RunReport;
-pub use error::FlowError;
+pub use error::{FlowError, PanicPayload, StageCause};
 pub use hash::{default_partition, FxBuildHasher, FxHasher};
-pub use iter::FlowIter;
+pub use iter::{FlowIter, FlowTryIter};
 pub use ops::departition::WindowId;
 pub use ops::join::{JoinMode, Side};
 pub use ops::reduce::{EmitReduced, Reduced};

@@ -1,5 +1,6 @@
 //! Source layers: [`Flow::from_iter`] and its siblings.
 
+use super::error::FailureSlot;
 use super::exec::node::{Pull, SourceNode};
 use super::exec::{Built, Cx, SinkFactory};
 use super::layer::make_lanes;
@@ -77,11 +78,17 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         I: IntoIterator<Item = T>,
         I::IntoIter: Send + 'a,
     {
-        Self::source(iters, opts, Pull::Lanes)
+        Self::source(iters, opts, Pull::Lanes, None)
     }
 
-    /// A source layer over `iters`, pulled as `pull` says.
-    pub(crate) fn source<S, I>(iters: S, opts: Options<T>, pull: Pull) -> Self
+    /// A source layer over `iters`, pulled as `pull` says; iterators that can fail
+    /// (stage streams) leave their failure in `failure`.
+    pub(crate) fn source<S, I>(
+        iters: S,
+        opts: Options<T>,
+        pull: Pull,
+        failure: Option<FailureSlot>,
+    ) -> Self
     where
         S: IntoIterator<Item = I>,
         I: IntoIterator<Item = T>,
@@ -110,6 +117,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
                         r.batch_size,
                         cx.max_round_events,
                         pull,
+                        failure.clone(),
                     )),
                     lanes: r.stages,
                     iters: Some(producers),
