@@ -427,3 +427,50 @@ fn try_iter_yields_the_events_then_the_failure_as_the_last_item() {
     let v: Result<Vec<u64>, FlowError> = Flow::from_iter(0..N).map(|x| x + 1).try_iter().collect();
     assert_eq!(v.expect("no failure").len(), N as usize);
 }
+
+#[test]
+fn a_flow_consumed_inside_install_runs_on_that_pool_only() {
+    use stageflow::flow::IntoFlow;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .thread_name(|i| format!("own-pool-{i}"))
+        .build()
+        .expect("build a rayon pool");
+    let foreign = std::sync::atomic::AtomicUsize::new(0);
+    let on_own = |_: &u64| {
+        let name = std::thread::current().name().map(str::to_owned);
+        if !name.is_some_and(|n| n.starts_with("own-pool-")) {
+            foreign.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    let per_stage: Vec<u64> = pool.install(|| {
+        (0..N)
+            .into_flow()
+            .inspect(on_own)
+            .partition(Options::new())
+            .reduce(
+                || 0,
+                |a, x| {
+                    on_own(&x);
+                    a + x
+                },
+            )
+            .emit_state()
+            .collect()
+    });
+    assert_eq!(foreign.into_inner(), 0, "closures ran outside the pool");
+    // Default stage counts follow the pool's thread count, not the global pool's.
+    assert_eq!(per_stage.len(), 3);
+    assert_eq!(per_stage.iter().sum::<u64>(), N * (N - 1) / 2);
+}
+
+#[test]
+fn into_flow_starts_a_flow_from_any_iterable() {
+    use stageflow::flow::IntoFlow;
+    let v = vec![3u64, 1, 2];
+    let from_vec: Vec<u64> = v.clone().into_flow_with(Options::new().stages(1)).collect();
+    assert_eq!(from_vec, v);
+    let borrowed: u64 = v.iter().into_flow().map(|x| *x).sum();
+    assert_eq!(borrowed, 6);
+    assert_eq!((0..N).into_flow().count(), Flow::from_iter(0..N).count());
+}

@@ -150,6 +150,7 @@ pub use ops::join::{JoinMode, Side};
 pub use ops::reduce::{EmitReduced, Reduced};
 pub use ops::stages::{FlowEvents, FlowProducer, StageEvents};
 pub use options::Options;
+pub use source::IntoFlow;
 pub use window::{
     Clock, ManualClock, Punctuation, SystemClock, TriggerInfo, TriggerName, Unit, Window,
     WindowKind,
@@ -178,6 +179,34 @@ pub(crate) enum Shape {
 ///
 /// `'a` is the lifetime of what the flow borrows (its sources and closures), so a flow
 /// can count words borrowed from a string without copying them.
+///
+/// Start one with [`Flow::from_iter`] or, from anything iterable, with
+/// [`IntoFlow::into_flow`] (`(0..n).into_flow()`, as rayon's `into_par_iter()`).
+///
+/// # Running on your own rayon pool
+///
+/// A flow runs on the rayon pool of the thread that consumes it: the global pool by
+/// default, or a pool of your own when consumed inside its
+/// [`ThreadPool::install`](rayon::ThreadPool::install). Its stages and closures then
+/// run on that pool's threads only, and stage counts left to their default follow that
+/// pool's thread count (quirk 10).
+///
+/// ```
+/// use stageflow::flow::{IntoFlow, Options};
+///
+/// let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build()?;
+/// let per_stage: Vec<u64> = pool.install(|| {
+///     (1..=100u64)
+///         .into_flow()
+///         .partition(Options::new())
+///         .reduce(|| 0, |a, x| a + x)
+///         .emit_state()
+///         .collect()
+/// });
+/// assert_eq!(per_stage.len(), 3); // one stage per thread of the pool
+/// assert_eq!(per_stage.iter().sum::<u64>(), 5050);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "a flow does nothing until it is consumed"]
 pub struct Flow<'a, T> {
     pub(crate) build: Build<'a, T>,

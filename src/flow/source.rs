@@ -129,3 +129,43 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         }
     }
 }
+
+/// Starts a flow from anything iterable, the way rayon's `into_par_iter()` starts a
+/// parallel iterator: `(0..n).into_flow()` is [`Flow::from_iter`]`(0..n)`.
+///
+/// Implemented for every [`IntoIterator`] whose iterator and items can move to the
+/// flow's threads (`Send`) and live as long as the flow (`'a`, so a flow can borrow).
+///
+/// ```
+/// use stageflow::flow::{IntoFlow, Options};
+///
+/// let squares: u64 = (1..=10u64).into_flow().map(|x| x * x).sum();
+/// assert_eq!(squares, 385);
+///
+/// let words = vec!["a", "bb", "a"];
+/// let mut lens: Vec<usize> = words.iter().into_flow_with(Options::new().stages(2)).map(|w| w.len()).collect();
+/// lens.sort();
+/// assert_eq!(lens, [1, 1, 2]);
+/// ```
+pub trait IntoFlow<'a>: IntoIterator {
+    /// A flow reading this iterator, with default options ([`Flow::from_iter`]).
+    fn into_flow(self) -> Flow<'a, Self::Item>;
+
+    /// A flow reading this iterator, with options ([`Flow::from_iter_with`]).
+    fn into_flow_with(self, opts: Options<Self::Item>) -> Flow<'a, Self::Item>;
+}
+
+impl<'a, I> IntoFlow<'a> for I
+where
+    I: IntoIterator,
+    I::IntoIter: Send + 'a,
+    I::Item: Send + 'a,
+{
+    fn into_flow(self) -> Flow<'a, I::Item> {
+        Flow::from_iter(self)
+    }
+
+    fn into_flow_with(self, opts: Options<I::Item>) -> Flow<'a, I::Item> {
+        Flow::from_iter_with(self, opts)
+    }
+}
