@@ -79,7 +79,7 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
 
     /// Like [`Flow::partition`] with a custom hash (Elixir's `:hash` option): it returns
     /// the partition in `0..stages`, or `None` to discard the event (counted in
-    /// [`RunReport::discarded_events`]). A partition out of range stops the flow with
+    /// [`RunReport::discarded_events`](super::RunReport::discarded_events)). A partition out of range stops the flow with
     /// an error.
     ///
     /// ```

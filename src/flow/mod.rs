@@ -11,7 +11,15 @@
 //! ([`Window`]) and [`Reduced::on_trigger`].
 //! Nothing runs until the flow is consumed: [`Flow::collect`], [`Flow::sum`],
 //! [`Flow::count`], [`Flow::for_each`], [`Flow::run`], or as an iterator
-//! (`for x in flow`), which streams results as triggers fire.
+//! (`for x in flow`), which streams results as triggers fire. Each has a form that
+//! returns failures as values ([`Flow::try_collect`], ..., [`Flow::try_iter`]); the
+//! plain forms re-raise a closure's panic with its own payload, as rayon does.
+//!
+//! The files follow the roles: `source.rs` (where flows start, [`IntoFlow`]),
+//! `mappers.rs`, `layer.rs` (partitioning and merging), `ops/` (reducers, joins,
+//! departition, the stage bridges), `consume.rs` and `iter.rs` (running a flow),
+//! `options.rs`, `window/` (what windows are, and `window/entry.rs`, what they do
+//! with incoming events) and `exec/` (the rayon engine, with its own notes).
 //!
 //! ```
 //! use std::collections::HashMap;
