@@ -22,67 +22,9 @@ use crate::flow::error::{invalid, FlowError};
 mod clock;
 pub(crate) mod entry;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock, Unit};
 
-/// A unit of time for window durations and periodic triggers.
-///
-/// ```
-/// use stageflow::flow::Unit;
-/// assert_eq!(Unit::Minute.to_ms(2), 120_000);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Unit {
-    /// 1 ms.
-    Millisecond,
-    /// 1 000 ms.
-    Second,
-    /// 60 000 ms.
-    Minute,
-    /// 3 600 000 ms.
-    Hour,
-}
-
-impl Unit {
-    /// Milliseconds in `n` units (Elixir's private `to_ms`).
-    ///
-    /// ```
-    /// use stageflow::flow::Unit;
-    /// assert_eq!(Unit::Hour.to_ms(10), 36_000_000);
-    /// ```
-    pub fn to_ms(self, n: u64) -> u64 {
-        n.saturating_mul(match self {
-            Unit::Millisecond => 1,
-            Unit::Second => 1_000,
-            Unit::Minute => 60_000,
-            Unit::Hour => 3_600_000,
-        })
-    }
-
-    /// `n` units as a [`Duration`] (saturating, as [`Unit::to_ms`]).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use stageflow::flow::Unit;
-    /// assert_eq!(Unit::Minute.duration(2), Duration::from_secs(120));
-    /// ```
-    pub fn duration(self, n: u64) -> Duration {
-        Duration::from_millis(self.to_ms(n))
-    }
-}
-
-/// `d` in whole milliseconds, or the error naming `option` if it is under one
-/// millisecond or not whole (windows count time in milliseconds, as Elixir Flow).
-fn whole_ms(option: &'static str, d: Duration) -> Result<u64, FlowError> {
-    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    if ms == 0 || d.subsec_nanos() % 1_000_000 != 0 {
-        return Err(invalid(
-            option,
-            format!("{d:?}"),
-            "expected a duration of whole milliseconds, at least one",
-        ));
-    }
-    Ok(ms)
-}
+use clock::whole_ms;
 
 /// The name of a trigger, passed to `on_trigger` in [`TriggerInfo`].
 ///
