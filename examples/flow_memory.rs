@@ -99,14 +99,11 @@ fn run(n: u64, mode: &str) -> Result<(), Box<dyn std::error::Error>> {
                         HashMap::default(),
                     )
                 });
-            let mut it = flow.into_iter();
             let (mut rows, mut sum) = (0u64, 0u64);
-            for (_, _, s) in &mut it {
+            for item in flow.try_iter() {
+                let (_, _, s) = item?;
                 rows += 1;
                 sum += s;
-            }
-            if let Some(e) = it.take_error() {
-                return Err(e.into());
             }
             (rows, sum)
         }

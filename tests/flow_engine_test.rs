@@ -252,7 +252,7 @@ fn a_source_that_panics_after_the_first_round_reports_its_message() {
         .try_sum::<u64>()
         .unwrap_err();
     match err {
-        FlowError::Panic { place, message } => {
+        FlowError::Panic { place, message, .. } => {
             assert_eq!(place, "source");
             assert_eq!(message, "bad item 150000");
         }
@@ -267,7 +267,7 @@ fn a_closure_that_panics_in_a_pulling_stage_names_the_stage() {
         .try_count()
         .unwrap_err();
     match err {
-        FlowError::Panic { place, message } => {
+        FlowError::Panic { place, message, .. } => {
             assert!(
                 place.starts_with("stage ") && place.ends_with(" of 2 in the source layer"),
                 "{place}"
@@ -276,4 +276,201 @@ fn a_closure_that_panics_in_a_pulling_stage_names_the_stage() {
         }
         other => panic!("expected a closure panic, got {other:?}"),
     }
+}
+
+/// A panic payload no formatting could produce: a plain consumer must hand back this
+/// very value, as rayon does, not a new panic with a message.
+#[derive(Debug, PartialEq)]
+struct Marker(u32);
+
+/// Runs `f`, expects it to panic, and returns the payload as a `Marker`.
+fn marker_of(f: impl FnOnce()) -> Marker {
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .expect_err("the consumer should panic");
+    match payload.downcast::<Marker>() {
+        Ok(m) => *m,
+        Err(p) => panic!(
+            "the payload is not the closure's: {:?} / {:?}",
+            p.downcast_ref::<String>(),
+            p.downcast_ref::<&str>()
+        ),
+    }
+}
+
+/// A flow whose mapper panics with `Marker(id)` on one event, after the first round
+/// (so the panic happens in a lane on a pool worker, not on the driving thread).
+fn failing(id: u32) -> Flow<'static, u64> {
+    Flow::from_iter_with(0..N, Options::new().stages(2)).map(move |x| {
+        if x == 100_000 {
+            std::panic::panic_any(Marker(id));
+        }
+        x
+    })
+}
+
+#[test]
+fn plain_consumers_reraise_the_closures_own_panic_payload() {
+    each_pool(|_| {
+        assert_eq!(
+            marker_of(|| drop(failing(1).collect::<Vec<u64>>())),
+            Marker(1)
+        );
+        assert_eq!(
+            marker_of(|| {
+                let _ = failing(2).run();
+            }),
+            Marker(2)
+        );
+        assert_eq!(
+            marker_of(|| {
+                let _ = failing(3).sum::<u64>();
+            }),
+            Marker(3)
+        );
+        assert_eq!(
+            marker_of(|| {
+                let _ = failing(4).count();
+            }),
+            Marker(4)
+        );
+        assert_eq!(marker_of(|| failing(5).for_each(drop)), Marker(5));
+        assert_eq!(
+            marker_of(|| failing(6).into_iter().for_each(drop)),
+            Marker(6)
+        );
+        // A reducer's closure, in a later layer.
+        assert_eq!(
+            marker_of(|| {
+                Flow::from_iter(0..N)
+                    .partition(Options::new().stages(2))
+                    .reduce(
+                        || 0u64,
+                        |a, x| {
+                            if x == 7 {
+                                std::panic::panic_any(Marker(7));
+                            }
+                            a + x
+                        },
+                    )
+                    .emit_state()
+                    .run();
+            }),
+            Marker(7)
+        );
+    });
+}
+
+#[test]
+fn the_try_forms_keep_the_payload_for_resume_unwind() {
+    let err = failing(8).try_count().unwrap_err();
+    assert!(
+        matches!(&err, FlowError::Panic { message, .. } if message == "panic with a non-string payload"),
+        "{err:?}"
+    );
+    // Clones share the payload; the first to take it gets it.
+    let copy = err.clone();
+    let payload = copy.take_panic().expect("the payload");
+    assert_eq!(payload.downcast_ref::<Marker>(), Some(&Marker(8)));
+    assert!(err.take_panic().is_none());
+}
+
+#[test]
+fn plain_consumers_panic_with_the_message_of_errors_that_are_not_panics() {
+    let payload = std::panic::catch_unwind(|| {
+        Flow::from_iter(0..10u64)
+            .partition_with(Options::new().stages(2), |_| Some(9))
+            .count()
+    })
+    .expect_err("an out-of-range partition stops the flow");
+    let message = payload.downcast_ref::<String>().expect("a message payload");
+    assert!(message.contains("9"), "{message}");
+}
+
+#[test]
+fn try_iter_yields_the_events_then_the_failure_as_the_last_item() {
+    let mut ok = 0u64;
+    let mut errors = Vec::new();
+    let mut after_error = 0;
+    for item in failing(9).try_iter() {
+        match item {
+            Ok(_) if errors.is_empty() => ok += 1,
+            Ok(_) => after_error += 1,
+            Err(e) => errors.push(e),
+        }
+    }
+    assert_eq!(errors.len(), 1, "one error, last: {errors:?}");
+    assert_eq!(after_error, 0);
+    assert!(ok < N, "the flow stopped early ({ok} events)");
+    assert_eq!(
+        errors[0]
+            .take_panic()
+            .and_then(|p| p.downcast::<Marker>().ok())
+            .map(|m| *m),
+        Some(Marker(9))
+    );
+    // A build error is the first and only item.
+    let items: Vec<Result<u64, FlowError>> =
+        Flow::from_iter_with(0..3u64, Options::new().stages(0))
+            .try_iter()
+            .collect();
+    assert!(
+        matches!(
+            items.as_slice(),
+            [Err(FlowError::InvalidOption {
+                option: "stages",
+                ..
+            })]
+        ),
+        "{items:?}"
+    );
+    // Without a failure it streams what the plain iterator streams.
+    let v: Result<Vec<u64>, FlowError> = Flow::from_iter(0..N).map(|x| x + 1).try_iter().collect();
+    assert_eq!(v.expect("no failure").len(), N as usize);
+}
+
+#[test]
+fn a_flow_consumed_inside_install_runs_on_that_pool_only() {
+    use stageflow::flow::IntoFlow;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .thread_name(|i| format!("own-pool-{i}"))
+        .build()
+        .expect("build a rayon pool");
+    let foreign = std::sync::atomic::AtomicUsize::new(0);
+    let on_own = |_: &u64| {
+        let name = std::thread::current().name().map(str::to_owned);
+        if !name.is_some_and(|n| n.starts_with("own-pool-")) {
+            foreign.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    let per_stage: Vec<u64> = pool.install(|| {
+        (0..N)
+            .into_flow()
+            .inspect(on_own)
+            .partition(Options::new())
+            .reduce(
+                || 0,
+                |a, x| {
+                    on_own(&x);
+                    a + x
+                },
+            )
+            .emit_state()
+            .collect()
+    });
+    assert_eq!(foreign.into_inner(), 0, "closures ran outside the pool");
+    // Default stage counts follow the pool's thread count, not the global pool's.
+    assert_eq!(per_stage.len(), 3);
+    assert_eq!(per_stage.iter().sum::<u64>(), N * (N - 1) / 2);
+}
+
+#[test]
+fn into_flow_starts_a_flow_from_any_iterable() {
+    use stageflow::flow::IntoFlow;
+    let v = vec![3u64, 1, 2];
+    let from_vec: Vec<u64> = v.clone().into_flow_with(Options::new().stages(1)).collect();
+    assert_eq!(from_vec, v);
+    let borrowed: u64 = v.iter().into_flow().map(|x| *x).sum();
+    assert_eq!(borrowed, 6);
+    assert_eq!((0..N).into_flow().count(), Flow::from_iter(0..N).count());
 }

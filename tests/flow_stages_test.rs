@@ -155,9 +155,12 @@ fn from_stages_reports_a_failing_producer() {
         .try_count()
         .unwrap_err();
     assert!(
-        matches!(err, FlowError::Stage(ref m) if m.contains("disk on fire")),
+        matches!(err, FlowError::Stage(ref cause) if cause.to_string().contains("disk on fire")),
         "{err}"
     );
+    // The stage layer's error is kept as the cause, not flattened to a string.
+    let cause = std::error::Error::source(&err).expect("the stage error as source");
+    assert!(cause.to_string().contains("disk on fire"), "{cause}");
     let none: Vec<StageRef<Counter>> = vec![];
     assert!(matches!(
         Flow::from_stages(none, Options::new()).try_count(),

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use flow_common::each_pool;
 use stageflow::flow::{
-    Flow, ManualClock, Options, Punctuation, TriggerInfo, TriggerName, Unit, Window, WindowKind,
+    Flow, FlowError, ManualClock, Options, Punctuation, TriggerInfo, TriggerName, Unit, Window,
+    WindowKind,
 };
 
 const KEEP: [u64; 11] = [55, 210, 465, 820, 1275, 1830, 2485, 3240, 4095, 5050, 5050];
@@ -805,4 +806,58 @@ fn periodic_emits_based_on_intervals_with_count_triggers() {
         assert_eq!(v[1], (55, 0, every(5)));
         assert_eq!(v[2], (55, 0, TriggerName::Done));
     });
+}
+
+/// Not in Elixir's suite: the `Duration` forms of the window constructors are the
+/// `(n, Unit)` forms, and a duration windows cannot count (under a millisecond, or not
+/// whole milliseconds) is an error naming the option and the value.
+#[test]
+fn duration_forms_match_the_unit_forms() {
+    let events: Vec<(u32, i64)> = (0..400u32).map(|i| (i, i64::from(i) * 37)).collect();
+    let run = |w: Window<(u32, i64)>| -> Vec<(i64, usize)> {
+        Flow::from_iter(events.clone())
+            .partition(Options::new().stages(1).window(w))
+            .reduce(|| 0usize, |n, _| n + 1)
+            .on_trigger(|n, info| (vec![(info.window, n)], 0))
+            .collect()
+    };
+    let by_unit =
+        run(Window::fixed(2, Unit::Second, |e: &(u32, i64)| e.1).allowed_lateness(1, Unit::Minute));
+    let by_duration = run(
+        Window::fixed_duration(Duration::from_secs(2), |e: &(u32, i64)| e.1)
+            .allowed_lateness_duration(Duration::from_secs(60)),
+    );
+    assert_eq!(by_unit, by_duration);
+    assert!(by_unit.len() > 2, "several windows: {by_unit:?}");
+
+    let error = |w: Window<u64>| {
+        Flow::from_iter(0..3u64)
+            .partition(Options::new().window(w))
+            .reduce(|| 0, |a, x| a + x)
+            .emit_state()
+            .try_collect::<Vec<u64>>()
+            .unwrap_err()
+    };
+    for (err, option, value) in [
+        (
+            error(Window::fixed_duration(Duration::ZERO, |x: &u64| *x as i64)),
+            "fixed",
+            "0ns",
+        ),
+        (
+            error(Window::periodic_duration(Duration::from_micros(999))),
+            "periodic",
+            "999µs",
+        ),
+        (
+            error(Window::global().trigger_periodically_duration(Duration::from_micros(1500))),
+            "trigger_periodically",
+            "1.5ms",
+        ),
+    ] {
+        assert!(
+            matches!(&err, FlowError::InvalidOption { option: o, value: v, .. } if *o == option && v == value),
+            "{err:?}"
+        );
+    }
 }

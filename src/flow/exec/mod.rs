@@ -42,7 +42,6 @@
 //! reducers' state (and, for `collect`, its output). Inboxes keep the allocations of
 //! consumed batches up to a quarter of a round's worth.
 
-pub(crate) mod entry;
 pub(crate) mod node;
 pub(crate) mod sinks;
 
@@ -53,7 +52,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 
-use crate::flow::error::{panic_message, FlowError};
+use crate::flow::error::FlowError;
 use crate::flow::window::{TriggerName, WindowKind};
 
 /// Source events per round (rounded up to whole batches): the bound on in-flight data.
@@ -397,10 +396,7 @@ pub(crate) fn lane_panic(
     (i, total, place): (usize, usize, &str),
     p: Box<dyn std::any::Any + Send>,
 ) -> FlowError {
-    FlowError::Panic {
-        place: format!("stage {i} of {total} in {place}"),
-        message: panic_message(p),
-    }
+    FlowError::panic(format!("stage {i} of {total} in {place}"), p)
 }
 
 pub(crate) type BoxNode<'a> = Box<dyn Node + 'a>;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::flow::error::{panic_message, FlowError};
+use crate::flow::error::{FailureSlot, FlowError};
 use crate::flow::exec::{
     lane_panic, lane_task, push_task, run_lanes, BoxNode, Cols, Envelope, Inbox, LaneIn, Msg, Node,
     MIN_ROUND_EVENTS, ROUND_TARGET,
@@ -36,6 +36,8 @@ struct Sources<I> {
     budget: usize,
     /// The order of the next pull: pulls are numbered as they leave the iterators.
     order: u64,
+    /// Where stage streams leave their failure (they end, and the flow stops with it).
+    failure: Option<FailureSlot>,
 }
 
 /// What one pull took.
@@ -50,6 +52,14 @@ struct Pulled<T> {
 }
 
 impl<I: Iterator> Sources<I> {
+    /// The failure a stage stream left behind its last pull, if any: nothing is pulled
+    /// any more, and the events of that pull are not delivered.
+    fn failure(&mut self) -> Option<FlowError> {
+        let e = self.failure.as_ref()?.lock().take()?;
+        self.failed = true;
+        Some(e)
+    }
+
     /// Pulls up to `max` events from the next live iterator, round-robin; an empty
     /// batch means every iterator is exhausted. An iterator that returns fewer events
     /// than asked for is exhausted (dropped). Called under the lock, so chunks are
@@ -141,6 +151,7 @@ where
         batch_size: usize,
         max_round_events: usize,
         pull: Pull,
+        failure: Option<FailureSlot>,
     ) -> Self {
         let producers = iters.len();
         let n = lanes.len();
@@ -152,6 +163,7 @@ where
                 failed: false,
                 budget: 0,
                 order: 0,
+                failure,
             }),
             pull,
             next_lane: 0,
@@ -204,6 +216,9 @@ where
                 return Err(source_error(p));
             }
         };
+        if let Some(e) = g.failure() {
+            return Err(e);
+        }
         let Pulled {
             k,
             order,
@@ -260,6 +275,9 @@ where
                 src.failed = true;
                 source_error(p)
             })?;
+            if let Some(e) = src.failure() {
+                return Err(e);
+            }
             pulled += p.items.len();
             let lane = self.next_lane % n;
             if !p.items.is_empty() {
@@ -299,13 +317,7 @@ where
 
 /// The error for a panic that unwound out of a source iterator.
 fn source_error(p: Box<dyn std::any::Any + Send>) -> FlowError {
-    match p.downcast::<crate::flow::ops::stages::StageFailure>() {
-        Ok(f) => FlowError::Stage(f.0),
-        Err(p) => FlowError::Panic {
-            place: "source".into(),
-            message: panic_message(p),
-        },
-    }
+    FlowError::panic("source".into(), p)
 }
 
 const SOURCE_PLACE: &str = "the source layer";

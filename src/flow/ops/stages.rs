@@ -1,16 +1,14 @@
 //! Bridges to the stage layer: `from_stages`, `through_stages`, `into_stages`.
 
 use crate::error::StartError;
+use crate::flow::error::FailureSlot;
 use crate::flow::exec::node::Pull;
 use crate::flow::exec::{Cx, SinkFactory};
-use crate::flow::{Flow, FlowError, FlowIter, Options, Shape};
+use crate::flow::{Flow, FlowError, FlowTryIter, Options, Shape};
 use crate::stage::{
     from_iter, stream, CancelMode, DemandMode, FromIterOptions, IterProducer, ProducerConsumer,
     Source, SourceRef, Stage, StageRef, StageStream, SubscribeOptions,
 };
-
-/// A stage subscription failed inside a flow source (turned into `FlowError::Stage`).
-pub(crate) struct StageFailure(pub String);
 
 /// The events of a producer stage, as a flow source iterator (what
 /// [`Flow::from_stages`] reads; a failed subscription ends the flow with
@@ -25,6 +23,7 @@ pub(crate) struct StageFailure(pub String);
 /// ```
 pub struct StageEvents<T: Send + 'static> {
     stream: StageStream<T>,
+    failure: FailureSlot,
 }
 
 impl<T: Send + 'static> Iterator for StageEvents<T> {
@@ -32,8 +31,12 @@ impl<T: Send + 'static> Iterator for StageEvents<T> {
     fn next(&mut self) -> Option<T> {
         match self.stream.next()? {
             Ok(x) => Some(x),
-            // Unwinds to the source's catch, which reports FlowError::Stage.
-            Err(e) => std::panic::panic_any(StageFailure(e.to_string())),
+            // The stream ends here; the source node finds the failure in the slot
+            // right after this pull and stops the flow with it, as a value.
+            Err(e) => {
+                *self.failure.lock() = Some(FlowError::stage(e));
+                None
+            }
         }
     }
 }
@@ -52,18 +55,17 @@ impl<T: Send + 'static> Iterator for StageEvents<T> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct FlowEvents<T: Send + 'static> {
-    iter: FlowIter<'static, T>,
+    iter: FlowTryIter<'static, T>,
 }
 
 impl<T: Send + 'static> Iterator for FlowEvents<T> {
     type Item = T;
     fn next(&mut self) -> Option<T> {
-        match self.iter.next() {
-            Some(x) => Some(x),
-            None => match self.iter.take_error() {
-                Some(e) => panic!("{e}"),
-                None => None,
-            },
+        match self.iter.next()? {
+            Ok(x) => Some(x),
+            // The stage runtime turns the panic into `Reason::Panic` with this message
+            // (an iterator producer has no other way to stop abnormally).
+            Err(e) => panic!("{e}"),
         }
     }
 }
@@ -79,8 +81,8 @@ impl<T: Send + 'static> Iterator for FlowEvents<T> {
 /// ```
 pub type FlowProducer<T> = IterProducer<FlowEvents<T>>;
 
-fn stage_err(e: impl std::fmt::Display) -> FlowError {
-    FlowError::Stage(e.to_string())
+fn stage_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> FlowError {
+    FlowError::stage(e)
 }
 
 impl<T: Send + 'static> Flow<'static, T> {
@@ -107,13 +109,18 @@ impl<T: Send + 'static> Flow<'static, T> {
         let sources: Vec<SourceRef<T>> = producers.iter().map(|p| p.source()).collect();
         // Stage streams wait for other threads: the driving thread reads them (see
         // `Pull::Driver`).
+        let failure = FailureSlot::default();
         let mut f = Flow::source(
             sources
                 .into_iter()
-                .map(|s| StageEvents { stream: stream(&s) })
+                .map(|s| StageEvents {
+                    stream: stream(&s),
+                    failure: failure.clone(),
+                })
                 .collect::<Vec<_>>(),
             opts,
             Pull::Driver,
+            Some(failure),
         );
         f.shape = Shape::Fresh;
         f
@@ -137,7 +144,7 @@ impl<T: Send + 'static> Flow<'static, T> {
     pub fn into_producer(self) -> Result<StageRef<FlowProducer<T>>, StartError> {
         from_iter(
             FlowEvents {
-                iter: self.into_iter(),
+                iter: self.try_iter(),
             },
             FromIterOptions::new().demand(DemandMode::Accumulate),
         )

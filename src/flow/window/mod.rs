@@ -14,46 +14,17 @@
 //! timers are messages and fire while the stage waits).
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::flow::error::{invalid, FlowError};
 
-/// A unit of time for window durations and periodic triggers.
-///
-/// ```
-/// use stageflow::flow::Unit;
-/// assert_eq!(Unit::Minute.to_ms(2), 120_000);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Unit {
-    /// 1 ms.
-    Millisecond,
-    /// 1 000 ms.
-    Second,
-    /// 60 000 ms.
-    Minute,
-    /// 3 600 000 ms.
-    Hour,
-}
+mod clock;
+pub(crate) mod entry;
 
-impl Unit {
-    /// Milliseconds in `n` units (Elixir's private `to_ms`).
-    ///
-    /// ```
-    /// use stageflow::flow::Unit;
-    /// assert_eq!(Unit::Hour.to_ms(10), 36_000_000);
-    /// ```
-    pub fn to_ms(self, n: u64) -> u64 {
-        n.saturating_mul(match self {
-            Unit::Millisecond => 1,
-            Unit::Second => 1_000,
-            Unit::Minute => 60_000,
-            Unit::Hour => 3_600_000,
-        })
-    }
-}
+pub use clock::{Clock, ManualClock, SystemClock, Unit};
+
+use clock::whole_ms;
 
 /// The name of a trigger, passed to `on_trigger` in [`TriggerInfo`].
 ///
@@ -121,72 +92,6 @@ pub struct TriggerInfo {
     pub window: i64,
     /// The trigger that fired.
     pub trigger: TriggerName,
-}
-
-/// A source of processing time for periodic windows and triggers.
-///
-/// ```
-/// use std::time::Duration;
-/// use stageflow::flow::{Clock, SystemClock};
-/// assert!(SystemClock::default().now() < Duration::from_secs(3600));
-/// ```
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// Time elapsed since an arbitrary fixed origin.
-    fn now(&self) -> Duration;
-}
-
-/// The real clock (`Instant`); the default of every window.
-///
-/// ```
-/// use std::sync::Arc;
-/// use stageflow::flow::{SystemClock, Unit, Window};
-/// let _w = Window::<u8>::periodic(1, Unit::Second).clock(Arc::new(SystemClock::default()));
-/// ```
-#[derive(Debug)]
-pub struct SystemClock(Instant);
-
-impl Default for SystemClock {
-    fn default() -> Self {
-        SystemClock(Instant::now())
-    }
-}
-
-impl Clock for SystemClock {
-    fn now(&self) -> Duration {
-        self.0.elapsed()
-    }
-}
-
-/// A clock that moves only when told to: makes time-based tests deterministic.
-///
-/// ```
-/// use std::time::Duration;
-/// use stageflow::flow::{Clock, ManualClock};
-///
-/// let clock = ManualClock::new();
-/// clock.advance(Duration::from_millis(250));
-/// assert_eq!(clock.now(), Duration::from_millis(250));
-/// ```
-#[derive(Debug, Default)]
-pub struct ManualClock {
-    nanos: AtomicU64,
-}
-
-impl ManualClock {
-    /// A clock at time zero, shareable with `Arc`.
-    pub fn new() -> Arc<ManualClock> {
-        Arc::new(ManualClock::default())
-    }
-    /// Moves the clock forward.
-    pub fn advance(&self, by: Duration) {
-        self.nanos.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Duration {
-        Duration::from_nanos(self.nanos.load(Ordering::SeqCst))
-    }
 }
 
 /// What a custom trigger's punctuation function decides for a batch.
@@ -363,7 +268,7 @@ impl<T> Window<T> {
     /// assert_eq!(w.kind(), WindowKind::Periodic);
     /// ```
     pub fn periodic(n: u64, unit: Unit) -> Self {
-        let mut w = Window::new(Kind::Periodic(Duration::from_millis(unit.to_ms(n).max(1))));
+        let mut w = Window::periodic_duration(unit.duration(n).max(Duration::from_millis(1)));
         if n == 0 {
             w.error = Some(invalid(
                 "periodic",
@@ -371,6 +276,30 @@ impl<T> Window<T> {
                 "expected a positive integer duration",
             ));
         }
+        w
+    }
+
+    /// [`Window::periodic`] with a [`Duration`]: processing-time windows of `period`
+    /// per stage (whole milliseconds, at least one).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stageflow::flow::{Flow, FlowError, Options, Window, WindowKind};
+    /// let w = Window::<u64>::periodic_duration(Duration::from_millis(100));
+    /// assert_eq!(w.kind(), WindowKind::Periodic);
+    ///
+    /// let bad = Window::periodic_duration(Duration::from_micros(10));
+    /// let err = Flow::from_iter(0..3u64)
+    ///     .partition(Options::new().window(bad))
+    ///     .reduce(|| 0, |a, x| a + x)
+    ///     .emit_state()
+    ///     .try_collect::<Vec<u64>>()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, FlowError::InvalidOption { option: "periodic", .. }));
+    /// ```
+    pub fn periodic_duration(period: Duration) -> Self {
+        let mut w = Window::new(Kind::Periodic(period));
+        w.error = whole_ms("periodic", period).err();
         w
     }
 
@@ -397,7 +326,33 @@ impl<T> Window<T> {
     where
         F: Fn(&T) -> i64 + Send + Sync + 'static,
     {
-        let ms = unit.to_ms(n);
+        let mut w = Window::fixed_duration(unit.duration(n).max(Duration::from_millis(1)), by);
+        if n == 0 {
+            w.error = Some(invalid("fixed", n, "expected a positive integer duration"));
+        }
+        w
+    }
+
+    /// [`Window::fixed`] with a [`Duration`]: event-time windows `width` wide (whole
+    /// milliseconds, at least one; `by` returns milliseconds, and window ids are
+    /// their start in milliseconds).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stageflow::flow::{Flow, Options, Window};
+    /// let w = Window::fixed_duration(Duration::from_secs(1), |e: &(&str, i64)| e.1);
+    /// let counts: Vec<usize> = Flow::from_iter(vec![("a", 0), ("b", 500), ("c", 1_200)])
+    ///     .partition(Options::new().stages(1).window(w))
+    ///     .reduce(|| 0, |n, _| n + 1)
+    ///     .emit_state()
+    ///     .collect();
+    /// assert_eq!(counts, [2, 1]);
+    /// ```
+    pub fn fixed_duration<F>(width: Duration, by: F) -> Self
+    where
+        F: Fn(&T) -> i64 + Send + Sync + 'static,
+    {
+        let ms = u64::try_from(width.as_millis()).unwrap_or(u64::MAX);
         let mut w = Window::new(Kind::Fixed {
             duration_ms: ms.clamp(1, i64::MAX as u64) as i64,
             by: Arc::new(move |items: &[T], d: i64, bounds: &mut Vec<(usize, i64)>| {
@@ -425,9 +380,7 @@ impl<T> Window<T> {
             }),
             lateness: Duration::ZERO,
         });
-        if n == 0 {
-            w.error = Some(invalid("fixed", n, "expected a positive integer duration"));
-        }
+        w.error = whole_ms("fixed", width).err();
         w
     }
 
@@ -440,9 +393,22 @@ impl<T> Window<T> {
     /// let w = Window::fixed(1, Unit::Hour, |t: &i64| *t).allowed_lateness(5, Unit::Minute);
     /// assert!(format!("{w:?}").contains("300s"));
     /// ```
-    pub fn allowed_lateness(mut self, n: u64, unit: Unit) -> Self {
+    pub fn allowed_lateness(self, n: u64, unit: Unit) -> Self {
+        self.allowed_lateness_duration(unit.duration(n))
+    }
+
+    /// [`Window::allowed_lateness`] with a [`Duration`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stageflow::flow::Window;
+    /// let w = Window::fixed_duration(Duration::from_secs(3600), |t: &i64| *t)
+    ///     .allowed_lateness_duration(Duration::from_secs(300));
+    /// assert!(format!("{w:?}").contains("300s"));
+    /// ```
+    pub fn allowed_lateness_duration(mut self, by: Duration) -> Self {
         match &mut self.kind {
-            Kind::Fixed { lateness, .. } => *lateness = Duration::from_millis(unit.to_ms(n)),
+            Kind::Fixed { lateness, .. } => *lateness = by,
             _ => {
                 self.error = Some(FlowError::Build(format!(
                     "allowed_lateness/3 not supported for window type {:?}",
@@ -579,14 +545,28 @@ impl<T> Window<T> {
             ));
             return self;
         }
-        self.periodically.insert(
-            0,
-            (
-                Duration::from_millis(unit.to_ms(n)),
-                TriggerName::Periodically(n, unit),
-            ),
-        );
+        self.periodically
+            .insert(0, (unit.duration(n), TriggerName::Periodically(n, unit)));
         self
+    }
+
+    /// [`Window::trigger_periodically`] with a [`Duration`] (whole milliseconds, at
+    /// least one); the trigger is named `Periodically(milliseconds, Millisecond)`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stageflow::flow::Window;
+    /// let w = Window::<u64>::global().trigger_periodically_duration(Duration::from_secs(10));
+    /// assert!(format!("{w:?}").contains("Periodically(10000, Millisecond)"));
+    /// ```
+    pub fn trigger_periodically_duration(mut self, every: Duration) -> Self {
+        match whole_ms("trigger_periodically", every) {
+            Ok(ms) => self.trigger_periodically(ms, Unit::Millisecond),
+            Err(e) => {
+                self.error = Some(e);
+                self
+            }
+        }
     }
 
     /// Uses `clock` instead of the system clock for this window's timers.

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::{ByFn, Clock, Kind, Punct, PunctFactory, PunctFn, TriggerName, Window};
 use crate::flow::exec::{BoxSink, LaneIn, Tag};
-use crate::flow::window::{ByFn, Clock, Kind, Punct, PunctFactory, PunctFn, TriggerName, Window};
 
 enum Mode<T> {
     Global,
@@ -76,7 +76,7 @@ impl<'a, T: Send + 'a> Entry<'a, T> {
                 window
                     .clock
                     .clone()
-                    .unwrap_or_else(|| Arc::new(crate::flow::window::SystemClock::default())),
+                    .unwrap_or_else(|| Arc::new(super::SystemClock::default())),
             )
         } else {
             None
