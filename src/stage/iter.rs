@@ -79,7 +79,8 @@ impl<T: Send + 'static> FromIterOptions<T> {
         self.producer = self.producer.name(name);
         self
     }
-    /// Where the stage's log lines go (default: warnings and errors to stderr).
+    /// Where the stage's log lines go (default: the `log` facade, see
+    /// [`LogSink`](super::log::LogSink)).
     pub fn log(mut self, sink: super::log::LogSink) -> Self {
         self.producer = self.producer.log(sink);
         self

@@ -97,7 +97,7 @@ impl<T: Send + 'static> ProducerOptions<T> {
         self.spec.name = Some(name.into());
         self
     }
-    /// Where the stage's log lines go (default: warnings and errors to stderr).
+    /// Where the stage's log lines go (default: the `log` facade, see [`LogSink`]).
     pub fn log(mut self, sink: LogSink) -> Self {
         self.spec.log = Some(sink);
         self
