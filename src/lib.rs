@@ -155,8 +155,8 @@ pub use stage::{
     BufferSize, CancelMode, CancelReason, Consumer, ConsumerOptions, Context, Demand, DemandMode,
     FromIterOptions, HandleCall, HandleCast, HandleInfo, Init, Kind, Never, OnCancel, PartitionKey,
     Peer, Producer, ProducerConsumer, ProducerConsumerOptions, ProducerOptions, Reason, ReplyTo,
-    Source, SourceRef, Stage, StageMetrics, StageRef, StageStream, StreamError, SubscribeOptions,
-    SubscriptionInfo, SubscriptionRef, Tag, Topology,
+    Source, SourceRef, SpinPolicy, Stage, StageMetrics, StageRef, StageStream, StreamError,
+    SubscribeOptions, SubscriptionInfo, SubscriptionRef, Tag, Topology,
 };
 pub use stage::{
     ChildCounts, ChildId, ChildInfo, ConsumerSupervisor, ConsumerSupervisorOptions, Job,
