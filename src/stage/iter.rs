@@ -45,6 +45,15 @@ pub struct FromIterOptions<T> {
     on_cancel: OnCancel,
 }
 
+impl<T> std::fmt::Debug for FromIterOptions<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FromIterOptions")
+            .field("producer", &self.producer)
+            .field("on_cancel", &self.on_cancel)
+            .finish()
+    }
+}
+
 impl<T: Send + 'static> Default for FromIterOptions<T> {
     fn default() -> Self {
         FromIterOptions {
@@ -101,6 +110,16 @@ pub struct IterProducer<I> {
     iter: Option<I>,
     on_cancel: OnCancel,
     consumers: usize,
+}
+
+impl<I> std::fmt::Debug for IterProducer<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IterProducer")
+            .field("exhausted", &self.iter.is_none())
+            .field("on_cancel", &self.on_cancel)
+            .field("consumers", &self.consumers)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The message an [`IterProducer`] sends itself when its iterator is exhausted, so

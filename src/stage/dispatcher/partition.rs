@@ -235,6 +235,19 @@ pub struct PartitionDispatcher<T, H = HashFn<T>> {
     log: LogSink,
 }
 
+impl<T, H> std::fmt::Debug for PartitionDispatcher<T, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionDispatcher")
+            .field("partitions", &self.names)
+            .field("waiting", &self.waiting)
+            .field("pending", &self.pending)
+            .field("held", &self.held)
+            .field("max_queue", &self.max_queue)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
 fn default_hash<T: Hash>(n: usize) -> HashFn<T> {
     Box::new(move |event: T| {
         let p = partition_of(&event, n);
