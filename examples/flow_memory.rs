@@ -59,6 +59,9 @@ fn parse_args() -> Result<Option<(u64, String)>, String> {
 }
 
 fn main() -> std::process::ExitCode {
+    // Stages log through the `log` facade: show their warnings and errors on stderr
+    // unless RUST_LOG says otherwise (env_logger alone would show only errors).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let (n, mode) = match parse_args() {
         Ok(Some(args)) => args,
         Ok(None) => {

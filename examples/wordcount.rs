@@ -44,6 +44,9 @@ fn parse_args() -> Result<Option<Vec<String>>, String> {
 }
 
 fn main() -> ExitCode {
+    // Stages log through the `log` facade: show their warnings and errors on stderr
+    // unless RUST_LOG says otherwise (env_logger alone would show only errors).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let files = match parse_args() {
         Ok(Some(files)) => files,
         Ok(None) => {

@@ -140,7 +140,9 @@
 //! assert_eq!(err.reason, Reason::Panic("disk on fire".into()));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 pub mod error;
 pub mod flow;
@@ -155,8 +157,8 @@ pub use stage::{
     BufferSize, CancelMode, CancelReason, Consumer, ConsumerOptions, Context, Demand, DemandMode,
     FromIterOptions, HandleCall, HandleCast, HandleInfo, Init, Kind, Never, OnCancel, PartitionKey,
     Peer, Producer, ProducerConsumer, ProducerConsumerOptions, ProducerOptions, Reason, ReplyTo,
-    Source, SourceRef, Stage, StageMetrics, StageRef, StageStream, StreamError, SubscribeOptions,
-    SubscriptionInfo, SubscriptionRef, Tag, Topology,
+    Source, SourceRef, SpinPolicy, Stage, StageMetrics, StageRef, StageStream, StreamError,
+    SubscribeOptions, SubscriptionInfo, SubscriptionRef, Tag, Topology,
 };
 pub use stage::{
     ChildCounts, ChildId, ChildInfo, ConsumerSupervisor, ConsumerSupervisorOptions, Job,
@@ -168,9 +170,9 @@ pub mod prelude {
     pub use crate::stage::{
         from_iter, start_consumer, start_producer, start_producer_consumer, stream, BufferKeep,
         BufferSize, CancelMode, CancelReason, Consumer, ConsumerOptions, Context, Demand,
-        DemandMode, FromIterOptions, HandleCall, HandleCast, HandleInfo, Init, Never, Peer,
-        Producer, ProducerConsumer, ProducerConsumerOptions, ProducerOptions, Reason, ReplyTo,
-        Source, Stage, StageRef, SubscribeOptions, SubscriptionInfo, SubscriptionRef, Tag,
-        Topology,
+        DemandMode, FromIterOptions, HandleCall, HandleCast, HandleInfo, Init, Never, OnCancel,
+        PartitionKey, Peer, Producer, ProducerConsumer, ProducerConsumerOptions, ProducerOptions,
+        Reason, ReplyTo, Source, SourceRef, Stage, StageRef, SubscribeOptions, SubscriptionInfo,
+        SubscriptionRef, Tag, Topology,
     };
 }

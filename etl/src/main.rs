@@ -243,6 +243,9 @@ fn summary(
 }
 
 fn main() -> ExitCode {
+    // Stages log through the `log` facade: show their warnings and errors on stderr
+    // unless RUST_LOG says otherwise (env_logger alone would show only errors).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {

@@ -11,6 +11,12 @@ use super::{FlowError, Window};
 /// 1000, `min_demand` = `max_demand / 2`; a stage handles at most
 /// `max_demand - min_demand` events at a time (500 by default); window: global.
 ///
+/// A layer made by [`Flow::partition`](super::Flow::partition) or [`Flow::partition_by`](super::Flow::partition_by) sends each event to
+/// the stage [`default_partition`](super::default_partition) gives its key: a fixed-seed hash (rustc-hash's Fx,
+/// then a multiply mix), so the same key goes to the same stage in every run and every
+/// process, and to the same partition as in a stage layer's
+/// [`PartitionDispatcher::new`](crate::dispatcher::PartitionDispatcher::new).
+///
 /// ```
 /// use stageflow::flow::{Options, Window};
 /// let opts = Options::<u64>::new().stages(4).max_demand(10).min_demand(0)

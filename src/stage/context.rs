@@ -16,6 +16,16 @@ pub struct Context<'a, S: Stage> {
     pub(crate) log: &'a LogSink,
 }
 
+impl<S: Stage> std::fmt::Debug for Context<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("stage", self.me)
+            .field("emitted", &self.out.len())
+            .field("stop", self.stop)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: Stage> Context<'_, S> {
     /// Emits one event.
     pub fn emit(&mut self, event: S::Out) {

@@ -187,6 +187,16 @@ pub struct SourceRef<T> {
     pub(crate) shared: Arc<Shared>,
 }
 
+impl<T> std::fmt::Debug for SourceRef<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceRef")
+            .field("name", &self.shared.name)
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> Clone for SourceRef<T> {
     fn clone(&self) -> Self {
         SourceRef {

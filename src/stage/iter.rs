@@ -45,6 +45,15 @@ pub struct FromIterOptions<T> {
     on_cancel: OnCancel,
 }
 
+impl<T> std::fmt::Debug for FromIterOptions<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FromIterOptions")
+            .field("producer", &self.producer)
+            .field("on_cancel", &self.on_cancel)
+            .finish()
+    }
+}
+
 impl<T: Send + 'static> Default for FromIterOptions<T> {
     fn default() -> Self {
         FromIterOptions {
@@ -79,7 +88,8 @@ impl<T: Send + 'static> FromIterOptions<T> {
         self.producer = self.producer.name(name);
         self
     }
-    /// Where the stage's log lines go (default: warnings and errors to stderr).
+    /// Where the stage's log lines go (default: the `log` facade, see
+    /// [`LogSink`](super::log::LogSink)).
     pub fn log(mut self, sink: super::log::LogSink) -> Self {
         self.producer = self.producer.log(sink);
         self
@@ -100,6 +110,16 @@ pub struct IterProducer<I> {
     iter: Option<I>,
     on_cancel: OnCancel,
     consumers: usize,
+}
+
+impl<I> std::fmt::Debug for IterProducer<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IterProducer")
+            .field("exhausted", &self.iter.is_none())
+            .field("on_cancel", &self.on_cancel)
+            .field("consumers", &self.consumers)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The message an [`IterProducer`] sends itself when its iterator is exhausted, so

@@ -4,7 +4,8 @@
 //! stage takes *every* waiting message with one lock and handles them in order, and a
 //! sender wakes it only when it sleeps. Before it sleeps, an idle stage polls for up
 //! to 30 µs, in the way that suits the number of stages alive (see `spin_allowed`):
-//! waking a parked thread costs far more than a message on a virtual machine. It is
+//! waking a parked thread costs far more than a message on a virtual machine. The
+//! process can turn polling off ([`SpinPolicy`]). It is
 //! not a crossbeam channel: with more stage threads than cores, crossbeam's receivers
 //! spin with PAUSE and `sched_yield` in a way that takes CPU time from the very threads
 //! they wait for. `docs/DESIGN.md` ("The mailbox") gives the reasons,
@@ -19,12 +20,82 @@
 //! not bounded by demand; callers that flood a stage with casts own that queue.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How long an idle stage polls its queue before it parks.
 const SPIN: Duration = Duration::from_micros(30);
+
+/// How an idle stage waits for its next message: poll its mailbox for a moment, or
+/// park its thread at once. One setting for the whole process, like the rule it
+/// governs (which counts every stage thread alive against the cores).
+///
+/// Polling trades CPU time for wake-up latency. Waking a parked thread costs tens of
+/// microseconds on bare metal and hundreds on a virtual machine whose other CPU went
+/// idle, which is more than handling a small batch; a stage that polls for a moment
+/// sees the next message at once. The price is CPU time that other threads of the
+/// machine (yours, other processes) do not get while the stage polls.
+///
+/// - [`Adaptive`](SpinPolicy::Adaptive), the default, measured on a 2-core virtual
+///   machine (`docs/BENCHMARKS.md`): while there are no more stage threads than
+///   cores, an idle stage that just handled a small message polls plainly for up to
+///   30 µs (the thread it waits for is running); with more stage threads than cores
+///   it polls for up to 30 µs calling [`yield_now`](std::thread::yield_now) between
+///   polls, so the threads it waits for get the CPU; on a single core it parks at once.
+/// - [`Park`](SpinPolicy::Park): park at once. Turn polling off when the CPU matters
+///   more than the latency of each message: stages that are idle most of the time
+///   (a long-running service with sparse events), a machine shared with other busy
+///   programs, battery-powered or CPU-billed environments, or when profiling shows
+///   the stages' threads busy while they have nothing to do.
+///
+/// ```
+/// use stageflow::prelude::*;
+/// use stageflow::SpinPolicy;
+///
+/// assert_eq!(SpinPolicy::global(), SpinPolicy::Adaptive);
+/// SpinPolicy::Park.set_global();
+/// assert_eq!(SpinPolicy::global(), SpinPolicy::Park);
+///
+/// // Stages behave the same, they only sleep sooner.
+/// let numbers = from_iter(0..1_000u64, FromIterOptions::new())?;
+/// let sum: u64 = stream(&numbers).map(|e| e.unwrap()).sum();
+/// assert_eq!(sum, 999 * 1_000 / 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SpinPolicy {
+    /// Poll briefly before parking, in the way that suits the number of stage threads
+    /// alive (the default).
+    #[default]
+    Adaptive,
+    /// Park at once: no polling.
+    Park,
+}
+
+/// The process's [`SpinPolicy`]: 0 is `Adaptive`, 1 is `Park`.
+static POLICY: AtomicU8 = AtomicU8::new(0);
+
+impl SpinPolicy {
+    /// Makes this the policy of every stage of the process, from its next wait on.
+    pub fn set_global(self) {
+        let code = match self {
+            SpinPolicy::Adaptive => 0,
+            SpinPolicy::Park => 1,
+        };
+        POLICY.store(code, Ordering::Relaxed);
+    }
+
+    /// The policy in force ([`SpinPolicy::Adaptive`] unless
+    /// [`set_global`](Self::set_global) said otherwise).
+    pub fn global() -> SpinPolicy {
+        match POLICY.load(Ordering::Relaxed) {
+            0 => SpinPolicy::Adaptive,
+            _ => SpinPolicy::Park,
+        }
+    }
+}
 
 /// Stage threads alive now (see [`spin_allowed`]).
 pub(crate) static LIVE_STAGES: AtomicUsize = AtomicUsize::new(0);
@@ -223,7 +294,8 @@ impl<T> MailQueue<T> {
     /// (which must be empty), in order.
     /// `spin`: poll briefly before parking (see [`spin_allowed`]).
     pub(crate) fn recv_all(&self, batch: &mut VecDeque<T>, spin: bool) {
-        if !self.queued.load(Ordering::Acquire) && !spin_allowed() && cores() > 1 {
+        let adaptive = SpinPolicy::global() == SpinPolicy::Adaptive;
+        if adaptive && !self.queued.load(Ordering::Acquire) && !spin_allowed() && cores() > 1 {
             // More stages than cores: poll, but hand the CPU to any other runnable
             // thread between polls, so the stage we wait for is not starved while the
             // virtual CPU stays awake for the next message (measurements:
@@ -233,7 +305,7 @@ impl<T> MailQueue<T> {
                 std::thread::yield_now();
             }
         }
-        if spin && !self.queued.load(Ordering::Acquire) && spin_allowed() {
+        if adaptive && spin && !self.queued.load(Ordering::Acquire) && spin_allowed() {
             // The clock is read once per 512 polls: on some virtual machines reading it
             // is a system call.
             let start = std::time::Instant::now();

@@ -50,6 +50,7 @@ pub use handle::{ReplyTo, Source, SourceRef, StageMetrics, StageRef};
 pub use iter::{
     from_iter, stream, FromIterOptions, IterProducer, OnCancel, StageStream, StreamError,
 };
+pub use mailbox::SpinPolicy;
 pub use options::{ConsumerOptions, ProducerConsumerOptions, ProducerOptions};
 pub use reason::{CancelReason, Reason, Tag};
 pub use subscription::{

@@ -20,6 +20,20 @@ pub(crate) struct Spec<I, O> {
     pub(crate) subscribe_to: Vec<(SourceRef<I>, SubscribeOptions<I>)>,
 }
 
+impl<I, O> std::fmt::Debug for Spec<I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spec")
+            .field("name", &self.name)
+            .field("log", &self.log)
+            .field("buffer_size", &self.buffer_size)
+            .field("buffer_keep", &self.buffer_keep)
+            .field("demand", &self.demand)
+            .field("custom_dispatcher", &self.dispatcher.is_some())
+            .field("subscribe_to", &self.subscribe_to.len())
+            .finish()
+    }
+}
+
 impl<I, O> Default for Spec<I, O> {
     fn default() -> Self {
         Spec {
@@ -57,6 +71,12 @@ impl<I, O> Spec<I, O> {
 /// ```
 pub struct ProducerOptions<T> {
     spec: Spec<super::Never, T>,
+}
+
+impl<T> std::fmt::Debug for ProducerOptions<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ProducerOptions").field(&self.spec).finish()
+    }
 }
 
 impl<T: Send + 'static> Default for ProducerOptions<T> {
@@ -97,7 +117,7 @@ impl<T: Send + 'static> ProducerOptions<T> {
         self.spec.name = Some(name.into());
         self
     }
-    /// Where the stage's log lines go (default: warnings and errors to stderr).
+    /// Where the stage's log lines go (default: the `log` facade, see [`LogSink`]).
     pub fn log(mut self, sink: LogSink) -> Self {
         self.spec.log = Some(sink);
         self
@@ -137,6 +157,12 @@ impl<T: Send + 'static> ProducerOptions<T> {
 /// ```
 pub struct ConsumerOptions<T> {
     spec: Spec<T, super::Never>,
+}
+
+impl<T> std::fmt::Debug for ConsumerOptions<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ConsumerOptions").field(&self.spec).finish()
+    }
 }
 
 impl<T: Send + 'static> Default for ConsumerOptions<T> {
@@ -184,6 +210,14 @@ impl<T: Send + 'static> ConsumerOptions<T> {
 /// ```
 pub struct ProducerConsumerOptions<I, O> {
     spec: Spec<I, O>,
+}
+
+impl<I, O> std::fmt::Debug for ProducerConsumerOptions<I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ProducerConsumerOptions")
+            .field(&self.spec)
+            .finish()
+    }
 }
 
 impl<I: Send + 'static, O: Send + 'static> Default for ProducerConsumerOptions<I, O> {

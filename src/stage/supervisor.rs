@@ -128,6 +128,19 @@ pub struct ConsumerSupervisorOptions<T> {
     log: Option<LogSink>,
 }
 
+impl<T> std::fmt::Debug for ConsumerSupervisorOptions<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerSupervisorOptions")
+            .field("consumer", &self.consumer)
+            .field("restart", &self.restart)
+            .field("max_restarts", &self.max_restarts)
+            .field("max_seconds", &self.max_seconds)
+            .field("shutdown", &self.shutdown)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
 impl<T: Send + 'static> Default for ConsumerSupervisorOptions<T> {
     fn default() -> Self {
         ConsumerSupervisorOptions {
@@ -305,6 +318,18 @@ pub struct ConsumerSupervisor<T: Send + 'static> {
     epoch: Instant,
     pool: Option<Pool<T>>,
     me: Option<StageRef<Self>>,
+}
+
+impl<T: Send + 'static> std::fmt::Debug for ConsumerSupervisor<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerSupervisor")
+            .field("restart", &self.restart)
+            .field("max_restarts", &self.max_restarts)
+            .field("max_seconds", &self.max_seconds)
+            .field("shutdown", &self.shutdown)
+            .field("children", &self.children.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T: Send + 'static> ConsumerSupervisor<T> {

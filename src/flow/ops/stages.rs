@@ -26,6 +26,14 @@ pub struct StageEvents<T: Send + 'static> {
     failure: FailureSlot,
 }
 
+impl<T: Send + 'static> std::fmt::Debug for StageEvents<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageEvents")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
 impl<T: Send + 'static> Iterator for StageEvents<T> {
     type Item = T;
     fn next(&mut self) -> Option<T> {
@@ -56,6 +64,12 @@ impl<T: Send + 'static> Iterator for StageEvents<T> {
 /// ```
 pub struct FlowEvents<T: Send + 'static> {
     iter: FlowTryIter<'static, T>,
+}
+
+impl<T: Send + 'static> std::fmt::Debug for FlowEvents<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowEvents").finish_non_exhaustive()
+    }
 }
 
 impl<T: Send + 'static> Iterator for FlowEvents<T> {

@@ -73,6 +73,16 @@ pub struct BroadcastDispatcher<T> {
     log: LogSink,
 }
 
+impl<T> std::fmt::Debug for BroadcastDispatcher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BroadcastDispatcher")
+            .field("consumers", &self.demands.len())
+            .field("waiting", &self.waiting)
+            .field("requested", &self.requested)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T: Clone + Send + 'static> Default for BroadcastDispatcher<T> {
     fn default() -> Self {
         BroadcastDispatcher {

@@ -63,6 +63,17 @@ pub struct DemandDispatcher<T> {
     log: LogSink,
 }
 
+impl<T> std::fmt::Debug for DemandDispatcher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemandDispatcher")
+            .field("consumers", &self.demands.len())
+            .field("pending", &self.pending)
+            .field("max_demand", &self.max_demand)
+            .field("shuffle", &self.shuffle)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T: Send + 'static> Default for DemandDispatcher<T> {
     fn default() -> Self {
         Self::with_options(DemandDispatcherOptions::default())

@@ -46,6 +46,16 @@ pub struct FairDispatcher<T> {
     pending: usize,
 }
 
+impl<T> std::fmt::Debug for FairDispatcher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FairDispatcher")
+            .field("consumers", &self.demands.len())
+            .field("cursor", &self.cursor)
+            .field("pending", &self.pending)
+            .finish()
+    }
+}
+
 impl<T: Send + 'static> Default for FairDispatcher<T> {
     fn default() -> Self {
         FairDispatcher {

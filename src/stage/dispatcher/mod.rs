@@ -25,6 +25,7 @@ use std::sync::Arc;
 pub use broadcast::BroadcastDispatcher;
 pub use demand::{DemandDispatcher, DemandDispatcherOptions};
 pub use fair::FairDispatcher;
+pub(crate) use partition::partition_of;
 pub use partition::{HashFn, PartitionDispatcher, PartitionStats, Partitions, DEFAULT_MAX_QUEUE};
 pub use probe::{Probe, Received};
 

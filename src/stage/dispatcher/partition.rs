@@ -235,29 +235,88 @@ pub struct PartitionDispatcher<T, H = HashFn<T>> {
     log: LogSink,
 }
 
+impl<T, H> std::fmt::Debug for PartitionDispatcher<T, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionDispatcher")
+            .field("partitions", &self.names)
+            .field("waiting", &self.waiting)
+            .field("pending", &self.pending)
+            .field("held", &self.held)
+            .field("max_queue", &self.max_queue)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
 fn default_hash<T: Hash>(n: usize) -> HashFn<T> {
     Box::new(move |event: T| {
-        // std's SipHash with fixed keys: deterministic across runs and processes.
-        #[allow(deprecated)]
-        let mut h = std::hash::SipHasher::new();
-        event.hash(&mut h);
-        let p = (h.finish() % n as u64) as usize;
+        let p = partition_of(&event, n);
         Some((event, PartitionKey::Index(p)))
     })
 }
 
+/// Start state of the partition hash, unlike a map's (zero), so that partitioning does
+/// not correlate with the reducer's own hash table on the same keys.
+const PARTITION_SEED: u64 = 0x2545_f491_4f6c_dd1d;
+
+/// 2^64 divided by the golden ratio: an odd constant whose multiples spread well.
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The partition of `key` among `n` (at least 1): the default of both layers, the
+/// [`PartitionDispatcher`] and Flow's partitioning
+/// ([`default_partition`](crate::flow::default_partition) is its public face).
+///
+/// rustc-hash's `FxHasher` with a fixed seed (deterministic across runs and
+/// processes), then a folded multiply, then a multiply-shift range reduction on the top
+/// bits. The fold is needed: Fx leaves its best bits in the middle of the word (hash
+/// tables take both ends), so without it integer keys that differ only in their high
+/// bits would all land in one partition.
+#[inline]
+pub(crate) fn partition_of<K: Hash + ?Sized>(key: &K, n: usize) -> usize {
+    // On 32-bit targets the seed is truncated: still fixed, so still deterministic.
+    let mut h = rustc_hash::FxHasher::with_seed(PARTITION_SEED as usize);
+    key.hash(&mut h);
+    let m = u128::from(h.finish()) * u128::from(MIX);
+    let x = (m as u64) ^ ((m >> 64) as u64);
+    ((u128::from(x) * n as u128) >> 64) as usize
+}
+
 impl<T: Send + 'static> PartitionDispatcher<T> {
-    /// `partitions` partitions (a count) with the default hash: a deterministic hash
-    /// of the event's [`Hash`] value modulo the count (GenStage uses
+    /// `partitions` partitions (a count) with the default hash: the partition
+    /// [`flow::default_partition`](crate::flow::default_partition) gives the event, the
+    /// same as in Flow's [`partition`](crate::flow::Flow::partition) layers. It hashes
+    /// the event's [`Hash`] value with rustc-hash's Fx hash from a fixed seed, so an
+    /// event goes to the same partition in every run and every process (GenStage uses
     /// `:erlang.phash2/2`, so the partition of an event differs from GenStage's).
     ///
     /// Errors: no partition; named partitions (they need a hash that names them, see
     /// [`with_hash`](Self::with_hash)).
     ///
     /// ```
-    /// use stageflow::dispatcher::PartitionDispatcher;
+    /// use stageflow::dispatcher::{Dispatcher, PartitionDispatcher, Probe, Received};
+    /// use stageflow::flow::default_partition;
+    /// use stageflow::SubscribeOptions;
+    ///
+    /// let probe = Probe::<u64>::new();
+    /// let mut d = PartitionDispatcher::new(3)?;
+    /// let mut tags = Vec::new();
+    /// for p in 0..3 {
+    ///     let sub = probe.subscriber();
+    ///     tags.push(sub.tag());
+    ///     d.subscribe(sub, &SubscribeOptions::new().partition(p)).unwrap();
+    ///     d.ask(tags[p], 100);
+    /// }
+    /// assert!(d.dispatch((0..30).collect()).is_empty());
+    /// for got in probe.take() {
+    ///     if let Received::Events(tag, events) = got {
+    ///         let p = tags.iter().position(|t| *t == tag).unwrap();
+    ///         assert!(events.iter().all(|e| default_partition(e, 3) == p));
+    ///     }
+    /// }
+    ///
     /// let err = PartitionDispatcher::<u64>::new(vec!["even", "odd"]).err().unwrap();
     /// assert!(err.to_string().starts_with("when partitions contains partitions that are not integers"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(partitions: impl Into<Partitions>) -> Result<Self, OptionsError>
     where
@@ -777,5 +836,43 @@ where
 
     fn take_demand(&mut self) -> usize {
         std::mem::take(&mut self.release)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partition_of;
+
+    /// A fixed seed, no per-process randomness: these values were computed once by
+    /// the same function and hold in every process of a 64-bit build (a random seed, as
+    /// std's `RandomState`, fails this).
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn partition_of_is_the_same_in_every_process() {
+        assert_eq!(partition_of(&42u64, 1 << 16), 63827);
+        assert_eq!(partition_of("word", 1 << 16), 21502);
+        assert_eq!(partition_of(&(7u32, "k"), 1 << 16), 39075);
+    }
+
+    /// Integer keys differing only in their high bits must not share a partition: Fx
+    /// alone leaves those bits out of the top of its output, which the range reduction
+    /// reads (all 100 keys landed in one partition before the final mix).
+    #[test]
+    fn partition_of_spreads_keys_that_differ_in_high_bits() {
+        let mut counts = [0usize; 2];
+        for k in 0..100u64 {
+            counts[partition_of(&(k << 40), 2)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c >= 30), "{counts:?}");
+    }
+
+    #[test]
+    fn partition_of_stays_in_range() {
+        for n in 1..20 {
+            for k in 0..200u32 {
+                assert!(partition_of(&k, n) < n);
+            }
+        }
+        assert_eq!(partition_of(&u64::MAX, 1), 0);
     }
 }

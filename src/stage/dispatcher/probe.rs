@@ -39,6 +39,12 @@ pub struct Probe<T> {
     log: Arc<Mutex<Vec<Received<T>>>>,
 }
 
+impl<T> std::fmt::Debug for Probe<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe").finish_non_exhaustive()
+    }
+}
+
 impl<T> Clone for Probe<T> {
     fn clone(&self) -> Self {
         Probe {
