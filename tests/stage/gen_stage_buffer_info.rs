@@ -12,10 +12,8 @@
 //!
 //! Nothing of these two describes is skipped.
 
-#[macro_use]
-mod common;
 
-use common::*;
+use crate::support::*;
 use stageflow::log::Level;
 use stageflow::prelude::*;
 

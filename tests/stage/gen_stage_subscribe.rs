@@ -19,13 +19,11 @@
 //! - "subscribe_to names: can be a via/global name ...", "logs warning about ambiguity
 //!   ..." (B): `:via`/`:global` registries.
 
-#[macro_use]
-mod common;
 
 use stageflow::prelude::*;
 use stageflow::{CallError, SubscribeError};
 
-use common::*;
+use crate::support::*;
 
 fn bad_opts(e: SubscribeError) -> String {
     match e {

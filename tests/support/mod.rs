@@ -14,6 +14,9 @@
 #![allow(dead_code, unused_macros)]
 
 pub mod checked;
+pub mod dispatch;
+pub mod examples;
+pub mod pools;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -188,8 +191,8 @@ macro_rules! assert_receive {
     ($inbox:expr, $($pat:tt)+) => {
         $inbox.receive(
             stringify!($($pat)+),
-            &|m: &$crate::common::Msg| matches!(m, $($pat)+),
-            $crate::common::RECEIVE_TIMEOUT,
+            &|m: &$crate::support::Msg| matches!(m, $($pat)+),
+            $crate::support::RECEIVE_TIMEOUT,
         )
     };
 }
@@ -199,7 +202,7 @@ macro_rules! assert_received {
     ($inbox:expr, $($pat:tt)+) => {
         $inbox.received(
             stringify!($($pat)+),
-            &|m: &$crate::common::Msg| matches!(m, $($pat)+),
+            &|m: &$crate::support::Msg| matches!(m, $($pat)+),
         )
     };
 }
@@ -209,7 +212,7 @@ macro_rules! refute_received {
     ($inbox:expr, $($pat:tt)+) => {
         $inbox.refute_received(
             stringify!($($pat)+),
-            &|m: &$crate::common::Msg| matches!(m, $($pat)+),
+            &|m: &$crate::support::Msg| matches!(m, $($pat)+),
         )
     };
 }
@@ -219,8 +222,8 @@ macro_rules! refute_receive {
     ($inbox:expr, $($pat:tt)+) => {
         $inbox.refute_receive(
             stringify!($($pat)+),
-            &|m: &$crate::common::Msg| matches!(m, $($pat)+),
-            $crate::common::REFUTE_TIMEOUT,
+            &|m: &$crate::support::Msg| matches!(m, $($pat)+),
+            $crate::support::REFUTE_TIMEOUT,
         )
     };
 }

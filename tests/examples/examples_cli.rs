@@ -1,8 +1,7 @@
 //! Every example answers `--help` with its usage and exit status 0, and reports bad
 //! arguments and unreadable files with a message, not a debug dump.
 
-#[path = "examples_common/mod.rs"]
-mod common;
+use crate::support::examples as common;
 
 use std::process::Command;
 

@@ -6,7 +6,7 @@
 //! The stages check the demand rule per subscription and per-producer order from the
 //! inside (`common::checked`), and the test checks that every event arrived once.
 
-mod common;
+use crate::support as common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicUsize;

@@ -403,35 +403,35 @@ macro_rules! conformance_suite {
             use super::*;
             #[test]
             fn rule_1_1_never_more_than_requested() {
-                conformance::never_more_than_requested(&$factory);
+                rules::never_more_than_requested(&$factory);
             }
             #[test]
             fn rule_1_6_1_7_completes_exactly_once_and_nothing_after() {
-                conformance::completes_exactly_once_and_nothing_after(&$factory);
+                rules::completes_exactly_once_and_nothing_after(&$factory);
             }
             #[test]
             fn rule_2_9_empty_source_completes() {
-                conformance::empty_source_completes(&$factory);
+                rules::empty_source_completes(&$factory);
             }
             #[test]
             fn rule_2_10_failing_source_signals_failure() {
-                conformance::failing_source_signals_failure(&$factory);
+                rules::failing_source_signals_failure(&$factory);
             }
             #[test]
             fn rule_3_8_3_17_demand_accumulates_and_saturates() {
-                conformance::demand_accumulates_and_saturates(&$factory);
+                rules::demand_accumulates_and_saturates(&$factory);
             }
             #[test]
             fn rule_3_9_zero_ask_is_a_no_op() {
-                conformance::zero_ask_is_a_no_op(&$factory);
+                rules::zero_ask_is_a_no_op(&$factory);
             }
             #[test]
             fn rule_3_5_3_7_3_12_cancel_is_idempotent_and_stops_delivery() {
-                conformance::cancel_is_idempotent_and_stops_delivery(&$factory);
+                rules::cancel_is_idempotent_and_stops_delivery(&$factory);
             }
             #[test]
             fn rule_3_13_cancelled_subscribers_are_released() {
-                conformance::cancelled_subscribers_are_released(&$factory);
+                rules::cancelled_subscribers_are_released(&$factory);
             }
         }
     };

@@ -15,7 +15,7 @@
 //! results must not depend on the thread count, which sets the default number of
 //! source stages.
 
-mod flow_common;
+use crate::support::pools as flow_common;
 
 use std::sync::Arc;
 use std::time::Duration;

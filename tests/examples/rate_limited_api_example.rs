@@ -2,8 +2,7 @@
 //! talk over a real loopback socket) and checks the rate the server saw and that
 //! every item was processed or dead-lettered.
 
-#[path = "examples_common/mod.rs"]
-mod common;
+use crate::support::examples as common;
 
 use std::process::Command;
 

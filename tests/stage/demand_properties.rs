@@ -19,7 +19,7 @@
 //! where a broadcast with consumers of different `max_demand` used to hang); the
 //! dispatcher property runs 1 000 cases, each bounded by a deadline.
 
-mod common;
+use crate::support as common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! settings, and errors that must say what failed. Every test here failed before its
 //! fix; each names the behaviour it pins.
 
-mod common;
+use crate::support as common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -32,14 +32,12 @@
 //! - The producer "terminate/2" test starts `Forwarder` as a producer; a typed consumer
 //!   cannot be one, so `Counter` in pid mode reports `terminate` instead.
 
-#[macro_use]
-mod common;
 
 use crossbeam_channel::Receiver;
 use stageflow::prelude::*;
 use stageflow::StartError;
 
-use common::*;
+use crate::support::*;
 
 fn test_process() -> Reason {
     Reason::custom("test process")

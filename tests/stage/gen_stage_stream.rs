@@ -27,15 +27,13 @@
 //! - "from_enumerable/2 accepts a :name option" (A): the name is the stage's (thread)
 //!   name, checked through the handle instead of a process registry.
 
-#[macro_use]
-mod common;
 
 use std::time::Duration;
 
 use stageflow::prelude::*;
 use stageflow::{OnCancel, StageStream, StreamError};
 
-use common::*;
+use crate::support::*;
 
 fn take<T: Send + 'static>(s: StageStream<T>, n: usize) -> Vec<Result<T, StreamError>> {
     s.take(n).collect()

@@ -10,8 +10,7 @@
 //! The dispatcher's `{waiting, pending}` pair is read through `waiting()` and
 //! `pending()`; an `info` reaching the producer is `Received::Info`.
 
-#[path = "dispatch_common/mod.rs"]
-mod common;
+use crate::support::dispatch as common;
 
 use std::time::Duration;
 

@@ -3,8 +3,7 @@
 //! per consumer per batch, turns for small batches, the demand dispatcher's pending
 //! accounting, and a running pipeline with consumers of very different `max_demand`.
 
-#[path = "dispatch_common/mod.rs"]
-mod common;
+use crate::support::dispatch as common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -5,8 +5,7 @@
 //! is read through `demands()`, `waiting()`, `requested()` and `subscribers()`; the
 //! messages the test process received are what a `Probe` recorded.
 
-#[path = "dispatch_common/mod.rs"]
-mod common;
+use crate::support::dispatch as common;
 
 use std::sync::{Arc, Mutex};
 

@@ -4,12 +4,11 @@
 //! the demand, broadcast and partition dispatchers.
 
 #[macro_use]
-#[path = "conformance/mod.rs"]
-mod conformance;
+mod rules;
 
 use std::sync::Arc;
 
-use conformance::{Events, Factory, Fixture};
+use rules::{Events, Factory, Fixture};
 use stageflow::dispatcher::{
     BroadcastDispatcher, DemandDispatcher, Dispatcher, FairDispatcher, PartitionDispatcher,
 };

@@ -10,10 +10,8 @@
 //!   :accumulate via API using broadcast": BroadcastDispatcher cases, ported with the
 //!   broadcast dispatcher by its own suite.
 
-#[macro_use]
-mod common;
 
-use common::*;
+use crate::support::*;
 use stageflow::prelude::*;
 
 // ----- describe "producer-to-consumer demand" ---------------------------------------------

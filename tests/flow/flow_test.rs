@@ -14,7 +14,7 @@
 //! The tests with windows run on rayon pools of 1, 2, 4 and 8 threads
 //! (`flow_common`): their results must not depend on the thread count.
 
-mod flow_common;
+use crate::support::pools as flow_common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,7 +5,7 @@
 //! depends on timing. The window tests run on rayon pools of 1, 2, 4 and 8 threads
 //! (`flow_common`).
 
-mod flow_common;
+use crate::support::pools as flow_common;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -4,7 +4,7 @@
 //! 4 and 8 threads (`flow_common`), and windows over one iterator give the same
 //! output on every pool.
 
-mod flow_common;
+use crate::support::pools as flow_common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -18,8 +18,6 @@
 //! - "not a consumer": a producer's input type is `Never`, so only an empty message can
 //!   be forged; it is ignored.
 
-#[macro_use]
-mod common;
 
 use std::time::Duration;
 
@@ -27,7 +25,7 @@ use stageflow::log::Level;
 use stageflow::prelude::*;
 use stageflow::stage::raw::{send_events, RawConsumer, RawMessage};
 
-use common::*;
+use crate::support::*;
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -2,12 +2,10 @@
 //! port decides on deliberately (`docs/DESIGN.md` lists the decisions). Not ported tests: scenarios
 //! written from the issue descriptions (elixir-lang/gen_stage 1.3.2, commit 72198f8).
 
-#[macro_use]
-mod common;
 
 use stageflow::prelude::*;
 
-use common::*;
+use crate::support::*;
 
 /// An identity producer-consumer of `V`.
 struct Identity;

@@ -5,7 +5,7 @@
 //! `from_enumerable` does): in the iterator's order, one watermark for the iterator.
 //! Every test runs on pools of 1, 2, 4 and 8 threads (`flow_common`).
 
-mod flow_common;
+use crate::support::pools as flow_common;
 
 use std::collections::BTreeMap;
 

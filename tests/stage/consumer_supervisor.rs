@@ -12,8 +12,7 @@
 //! starts do. Child specs, strategies, names, links and `code_change` are BEAM
 //! concepts with no counterpart (the type system rules out most bad specs).
 
-#[path = "dispatch_common/mod.rs"]
-mod common;
+use crate::support::dispatch as common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
