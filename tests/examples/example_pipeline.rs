@@ -1,19 +1,9 @@
-//! Runs `examples/pipeline.rs` as a real process (cargo test builds the examples next
-//! to the test binaries) and checks what it reports.
+//! Runs `examples/pipeline.rs` as a real process (built by
+//! `support::examples::example`) and checks what it reports.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-/// `target/<profile>/examples/<name>`, found from this test binary's own path
-/// (`target/<profile>/deps/<test>`), so it works for any target dir.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binaries live in target/<profile>/deps");
-    dir.join("examples").join(name)
-}
+use crate::support::examples::example;
 
 #[test]
 fn pipeline_example_sums_and_shuts_down_in_order() {

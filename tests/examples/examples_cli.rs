@@ -1,7 +1,7 @@
 //! Every example answers `--help` with its usage and exit status 0, and reports bad
 //! arguments and unreadable files with a message, not a debug dump.
 
-use crate::support::examples as common;
+use crate::support::examples;
 
 use std::process::Command;
 
@@ -9,7 +9,7 @@ use std::process::Command;
 fn help_exits_0_for_every_example() {
     for name in ["pipeline", "flow_memory", "wordcount", "rate_limited_api"] {
         for flag in ["--help", "-h"] {
-            let out = Command::new(common::example(name))
+            let out = Command::new(examples::example(name))
                 .arg(flag)
                 .output()
                 .unwrap();
@@ -44,7 +44,7 @@ fn bad_arguments_and_missing_files_are_clear_errors() {
         ("flow_memory", &["--frobnicate"][..], "--frobnicate"),
         ("rate_limited_api", &["--items"][..], "--items"),
     ] {
-        let out = Command::new(common::example(name))
+        let out = Command::new(examples::example(name))
             .args(args)
             .output()
             .unwrap();

@@ -1,18 +1,10 @@
-//! Runs `examples/wordcount.rs` as a real process (cargo test builds the examples next
-//! to the test binaries) and checks its output: on the built-in sample, and on a file
+//! Runs `examples/wordcount.rs` as a real process (built by
+//! `support::examples::example`) and checks its output: on the built-in sample, and on a file
 //! whose counts are known.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binaries live in target/<profile>/deps");
-    dir.join("examples").join(name)
-}
+use crate::support::examples::example;
 
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(example("wordcount"))

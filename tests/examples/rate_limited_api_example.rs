@@ -2,7 +2,7 @@
 //! talk over a real loopback socket) and checks the rate the server saw and that
 //! every item was processed or dead-lettered.
 
-use crate::support::examples as common;
+use crate::support::examples;
 
 use std::process::Command;
 
@@ -17,7 +17,7 @@ struct Run {
 
 impl Run {
     fn new(rate: u64, burst: u64, items: u64, fetchers: u64) -> Run {
-        let out = Command::new(common::example("rate_limited_api"))
+        let out = Command::new(examples::example("rate_limited_api"))
             .args(["--no-progress", "--stats-json", "--process-ms", "0"])
             // No slow answers: they would hold fetchers and keep the high rates from
             // being approached at all.
@@ -183,7 +183,7 @@ fn bad_flags_are_rejected_clearly() {
             "--fail-percent must be between 0 and 100, got: 140",
         ),
     ] {
-        let out = Command::new(common::example("rate_limited_api"))
+        let out = Command::new(examples::example("rate_limited_api"))
             .args(args)
             .output()
             .unwrap();

@@ -3,13 +3,13 @@
 //! driving thread; the ported suites and the property tests mostly stay below that).
 //! Results are compared with the same computation on std iterators; nothing here
 //! depends on timing. The window tests run on rayon pools of 1, 2, 4 and 8 threads
-//! (`flow_common`).
+//! (`pools`).
 
-use crate::support::pools as flow_common;
+use crate::support::pools;
 
 use std::collections::{BTreeMap, HashMap};
 
-use flow_common::each_pool;
+use pools::each_pool;
 use stageflow::flow::{Flow, FlowError, Options, TriggerInfo, Unit, Window};
 
 const N: u64 = 200_000;

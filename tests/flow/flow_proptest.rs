@@ -1,14 +1,14 @@
 //! Differential property tests: for random inputs, source stage counts, partition
 //! counts and demands, each operator's result, as a multiset, equals the same
 //! computation with std iterators. The window properties hold on rayon pools of 1, 2,
-//! 4 and 8 threads (`flow_common`), and windows over one iterator give the same
+//! 4 and 8 threads (`pools`), and windows over one iterator give the same
 //! output on every pool.
 
-use crate::support::pools as flow_common;
+use crate::support::pools;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use flow_common::{pool, THREADS};
+use pools::{pool, THREADS};
 use proptest::prelude::*;
 use stageflow::flow::{Flow, JoinMode, Options, Window};
 

@@ -13,20 +13,9 @@ use std::time::Duration;
 use stageflow::flow::{Flow, FlowError, Options};
 use stageflow::prelude::*;
 
-const WAIT: Duration = Duration::from_secs(30);
-
-/// Emits n, n+1, ... forever, as asked.
-struct Counter(u64);
-impl Stage for Counter {
-    type In = Never;
-    type Out = u64;
-}
-impl Producer for Counter {
-    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, Self>) {
-        ctx.emit_all(self.0..self.0 + demand as u64);
-        self.0 += demand as u64;
-    }
-}
+// `Counter` emits n, n+1, ... forever, as asked.
+use crate::support::dispatch::Counter;
+use crate::support::TIMEOUT;
 
 /// Sends every batch it consumes to the test.
 struct Forwarder(Sender<Vec<u64>>);
@@ -66,9 +55,9 @@ fn counter() -> StageRef<Counter> {
 fn gather(rx: &Receiver<Vec<u64>>, total: usize) -> Vec<u64> {
     let mut all = Vec::new();
     while all.len() < total {
-        match rx.recv_timeout(WAIT) {
+        match rx.recv_timeout(TIMEOUT) {
             Ok(v) => all.extend(v),
-            Err(e) => panic!("waited {WAIT:?} for {total} events, got {all:?}: {e}"),
+            Err(e) => panic!("waited {TIMEOUT:?} for {total} events, got {all:?}: {e}"),
         }
     }
     all.sort();

@@ -12,15 +12,15 @@
 //! [BEAM] tests are ported to what they mean for threads (no leaked threads, early
 //! drop stops the flow); the GenStage-bridge tests live in `flow_stages_test.rs`.
 //! The tests with windows run on rayon pools of 1, 2, 4 and 8 threads
-//! (`flow_common`): their results must not depend on the thread count.
+//! (`pools`): their results must not depend on the thread count.
 
-use crate::support::pools as flow_common;
+use crate::support::pools;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use flow_common::each_pool;
+use pools::each_pool;
 use stageflow::flow::{
     default_partition, Flow, FlowError, JoinMode, Options, Unit, Window, WindowKind,
 };

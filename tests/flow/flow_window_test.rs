@@ -11,16 +11,16 @@
 //! post `{:trigger, name}` messages to a stage have no counterpart (there is no
 //! mailbox); punctuation triggers cover custom triggers.
 //!
-//! Every test runs on rayon pools of 1, 2, 4 and 8 threads (`flow_common`): the
+//! Every test runs on rayon pools of 1, 2, 4 and 8 threads (`pools`): the
 //! results must not depend on the thread count, which sets the default number of
 //! source stages.
 
-use crate::support::pools as flow_common;
+use crate::support::pools;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use flow_common::each_pool;
+use pools::each_pool;
 use stageflow::flow::{
     Flow, ManualClock, Options, Punctuation, TriggerInfo, TriggerName, Unit, Window, WindowKind,
 };

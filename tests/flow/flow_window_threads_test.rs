@@ -3,13 +3,13 @@
 //! in whatever order their workers get to them; the layer they feed must still see
 //! the iterator's events as a single producer sends them (as Elixir's
 //! `from_enumerable` does): in the iterator's order, one watermark for the iterator.
-//! Every test runs on pools of 1, 2, 4 and 8 threads (`flow_common`).
+//! Every test runs on pools of 1, 2, 4 and 8 threads (`pools`).
 
-use crate::support::pools as flow_common;
+use crate::support::pools;
 
 use std::collections::BTreeMap;
 
-use flow_common::{each_pool, on_pools};
+use pools::{each_pool, on_pools};
 use stageflow::flow::{Flow, ManualClock, Options, TriggerName, Unit, Window};
 
 type Ev = (i64, u64);

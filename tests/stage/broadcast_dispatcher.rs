@@ -5,11 +5,11 @@
 //! is read through `demands()`, `waiting()`, `requested()` and `subscribers()`; the
 //! messages the test process received are what a `Probe` recorded.
 
-use crate::support::dispatch as common;
+use crate::support::dispatch;
 
 use std::sync::{Arc, Mutex};
 
-use common::{Counter, Forwarder, Inbox, Msg, NothingProducer, Queue, Sleeper};
+use dispatch::{Counter, Forwarder, Inbox, Msg, NothingProducer, Queue, Sleeper};
 use stageflow::dispatcher::{BroadcastDispatcher, Dispatcher, Probe, Received};
 use stageflow::log::LogSink;
 use stageflow::prelude::*;
@@ -310,9 +310,8 @@ fn with_shared_broadcast_demand() {
     let want: Vec<u64> = (1000..1010).collect();
     while !(seen1 && seen2) {
         match inbox
-            .rx
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .unwrap()
+            .next(crate::support::TIMEOUT)
+            .expect("a message in time")
         {
             Msg::Consumed("c1", e) if e == want => seen1 = true,
             Msg::Consumed("c2", e) if e == want => seen2 = true,
@@ -357,9 +356,8 @@ fn with_shared_broadcast_demand_and_synchronizer_subscriber() {
     let want: Vec<u64> = (1000..1010).collect();
     while !(seen.0 && seen.1) {
         match inbox
-            .rx
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .unwrap()
+            .next(crate::support::TIMEOUT)
+            .expect("a message in time")
         {
             Msg::Consumed("c1", e) if e == want => seen.0 = true,
             Msg::Consumed("c2", e) if e == want => seen.1 = true,
@@ -422,9 +420,8 @@ fn both_receive(inbox: &Inbox, want: Vec<u64>) {
     let mut seen = (false, false);
     while !(seen.0 && seen.1) {
         match inbox
-            .rx
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .unwrap()
+            .next(crate::support::TIMEOUT)
+            .expect("a message in time")
         {
             Msg::Consumed("c1", e) if e == want => seen.0 = true,
             Msg::Consumed("c2", e) if e == want => seen.1 = true,
@@ -444,7 +441,7 @@ fn producer_consumer_with_shared_broadcast_demand() {
     let inbox = Inbox::new();
     let producer = start_producer(Counter(0), ProducerOptions::new()).unwrap();
     let doubler = start_producer_consumer(
-        common::Doubler,
+        dispatch::Doubler,
         ProducerConsumerOptions::new()
             .dispatcher(BroadcastDispatcher::new())
             .subscribe_to(&producer, SubscribeOptions::new().max_demand(10)),
@@ -472,7 +469,7 @@ fn producer_consumer_with_shared_broadcast_demand_and_synchronizer_subscriber() 
     let inbox = Inbox::new();
     let producer = start_producer(Counter(0), ProducerOptions::new()).unwrap();
     let doubler = start_producer_consumer(
-        common::Doubler,
+        dispatch::Doubler,
         ProducerConsumerOptions::new()
             .dispatcher(BroadcastDispatcher::new())
             .subscribe_to(&producer, SubscribeOptions::new()),
@@ -507,7 +504,7 @@ fn producer_consumer_with_shared_broadcast_demand_and_synchronizer_subscriber() 
 fn can_be_set_to_accumulate_via_api_using_broadcast() {
     let inbox = Inbox::new();
     let producer = start_producer(
-        common::Queued,
+        dispatch::Queued,
         ProducerOptions::new().dispatcher(BroadcastDispatcher::new()),
     )
     .unwrap();
@@ -544,9 +541,8 @@ fn can_be_set_to_accumulate_via_api_using_broadcast() {
     let (mut got1, mut got2) = (Vec::new(), Vec::new());
     while got1.len() < 4 || got2.len() < 4 {
         match inbox
-            .rx
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .unwrap()
+            .next(crate::support::TIMEOUT)
+            .expect("a message in time")
         {
             Msg::Consumed("c1", e) => got1.push(e),
             Msg::Consumed("c2", e) => got2.push(e),

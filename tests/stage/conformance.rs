@@ -1,4 +1,4 @@
-//! Runs the conformance suite (`tests/conformance/mod.rs`, rules of the Reactive
+//! Runs the conformance suite (`conformance/rules.rs`, rules of the Reactive
 //! Streams TCK) against every built-in producer and dispatcher: `from_iter` with the
 //! demand, broadcast, partition and fair dispatchers, and a producer-consumer with
 //! the demand, broadcast and partition dispatchers.

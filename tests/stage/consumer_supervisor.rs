@@ -12,14 +12,14 @@
 //! starts do. Child specs, strategies, names, links and `code_change` are BEAM
 //! concepts with no counterpart (the type system rules out most bad specs).
 
-use crate::support::dispatch as common;
+use crate::support::dispatch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::eventually;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use dispatch::eventually;
 use stageflow::log::LogSink;
 use stageflow::prelude::*;
 use stageflow::{
@@ -62,7 +62,7 @@ impl Harness {
     /// `assert_receive {:child_started, child}`.
     fn started(&self) -> ChildId {
         loop {
-            match self.reports.recv_timeout(Duration::from_secs(5)) {
+            match self.reports.recv_timeout(crate::support::TIMEOUT) {
                 Ok(Report::Started(id)) => return id,
                 Ok(_) => continue,
                 Err(_) => panic!("no child started"),
@@ -70,11 +70,11 @@ impl Harness {
         }
     }
     fn expect(&self, r: Report) {
-        let got = self.reports.recv_timeout(Duration::from_secs(5)).unwrap();
+        let got = self.reports.recv_timeout(crate::support::TIMEOUT).unwrap();
         assert_eq!(got, r);
     }
     fn refute_started(&self) {
-        while let Ok(r) = self.reports.recv_timeout(Duration::from_millis(100)) {
+        while let Ok(r) = self.reports.recv_timeout(crate::support::QUIET) {
             assert!(!matches!(r, Report::Started(_)), "unexpected {r:?}");
         }
     }
@@ -710,8 +710,8 @@ fn ask_for_more_events_when_count_reaches_min_demand_low() {
     h.started();
     h.started();
     h.refute_started();
-    assert_eq!(demands.recv_timeout(Duration::from_secs(1)).unwrap(), 3);
-    assert!(demands.recv_timeout(Duration::from_millis(100)).is_err());
+    assert_eq!(demands.recv_timeout(crate::support::TIMEOUT).unwrap(), 3);
+    assert!(demands.recv_timeout(crate::support::QUIET).is_err());
 }
 
 /// Beyond the originals: at most `max_demand` jobs run at once, and worker threads

@@ -19,7 +19,7 @@
 //! where a broadcast with consumers of different `max_demand` used to hang); the
 //! dispatcher property runs 1 000 cases, each bounded by a deadline.
 
-use crate::support as common;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,9 +33,8 @@ use stageflow::log::{Level, LogSink};
 use stageflow::prelude::*;
 use stageflow::PartitionKey;
 
-use common::checked::*;
-
-const DEADLINE: Duration = Duration::from_secs(30);
+use support::checked::*;
+use support::TIMEOUT;
 
 fn emit() -> impl Strategy<Value = Emit> {
     prop_oneof![
@@ -151,13 +150,13 @@ fn expected(sources: &[SourcePlan]) -> BTreeSet<u64> {
 }
 
 fn join_all<S: Stage>(what: &str, topology: &str, stages: &[StageRef<S>]) {
-    let deadline = Instant::now() + DEADLINE;
+    let deadline = Instant::now() + TIMEOUT;
     for s in stages {
         let left = deadline.saturating_duration_since(Instant::now());
         match s.join_timeout(left) {
             Some(Reason::Normal) => {}
             Some(other) => panic!("{what} {s:?} of {topology} exited with {other}"),
-            None => panic!("{what} {s:?} of {topology} still running after {DEADLINE:?}"),
+            None => panic!("{what} {s:?} of {topology} still running after {TIMEOUT:?}"),
         }
     }
 }
@@ -270,9 +269,7 @@ fn run_topology(t: &Topology) -> Result<(), TestCaseError> {
     let mut seen = BTreeSet::new();
     let every_sink_gets_all = t.dispatch == Dispatch::Broadcast && t.relays.is_empty();
     for _ in &sinks {
-        let (who, events) = report_rx
-            .recv_timeout(Duration::from_secs(1))
-            .expect("every sink reports");
+        let (who, events) = report_rx.recv_timeout(TIMEOUT).expect("every sink reports");
         if every_sink_gets_all {
             // Broadcast straight to the sinks: each one sees every event once (a sink
             // that left, a prefix of them); sink 0 stays to the end.
@@ -363,7 +360,7 @@ proptest! {
                 .log(error_sink(&errors)),
         )
         .unwrap();
-        let sub = sub_rx.recv_timeout(Duration::from_secs(5)).expect("subscribed");
+        let sub = sub_rx.recv_timeout(TIMEOUT).expect("subscribed");
         let ask = |n: usize| {
             // Counted before it is sent: the sink must never see more than this.
             asked.fetch_add(n, Ordering::SeqCst);
@@ -374,14 +371,14 @@ proptest! {
             std::thread::sleep(Duration::from_micros(pause_us));
         }
         // Then enough, a little at a time, until the source is exhausted.
-        let deadline = Instant::now() + DEADLINE;
+        let deadline = Instant::now() + TIMEOUT;
         while sink.join_timeout(Duration::from_millis(1)).is_none() {
-            prop_assert!(Instant::now() < deadline, "{} still running after {:?}", name, DEADLINE);
+            prop_assert!(Instant::now() < deadline, "{} still running after {:?}", name, TIMEOUT);
             ask(16);
         }
         join_all("consumer", &name, &[sink]);
         join_all("producer", &name, &[producer]);
-        let (_, events) = report_rx.recv_timeout(Duration::from_secs(1)).expect("the sink reports");
+        let (_, events) = report_rx.recv_timeout(TIMEOUT).expect("the sink reports");
         prop_assert_eq!(events, (0..source.len).collect::<Vec<_>>(), "in {}", name);
         let errors = errors.lock();
         prop_assert!(errors.is_empty(), "errors logged in {}: {:?}", name, *errors);

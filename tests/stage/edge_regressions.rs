@@ -2,7 +2,7 @@
 //! settings, and errors that must say what failed. Every test here failed before its
 //! fix; each names the behaviour it pins.
 
-use crate::support as common;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +14,7 @@ use stageflow::log::{Level, LogSink};
 use stageflow::prelude::*;
 use stageflow::{PartitionKey, StageStream, StreamError};
 
-use common::LogCapture;
-
-/// Generous: a debug build on a loaded 2-core machine. Only a hang waits this long.
-const DEADLINE: Duration = Duration::from_secs(60);
+use support::{LogCapture, TIMEOUT};
 
 /// Collects what it receives and reports it when it terminates.
 struct Collect {
@@ -60,8 +57,8 @@ impl ProducerConsumer for Pass {
 
 fn join<S: Stage>(what: &str, stage: &StageRef<S>) -> Reason {
     stage
-        .join_timeout(DEADLINE)
-        .unwrap_or_else(|| panic!("{what} still running after {DEADLINE:?}: it hangs"))
+        .join_timeout(TIMEOUT)
+        .unwrap_or_else(|| panic!("{what} still running after {TIMEOUT:?}: it hangs"))
 }
 
 // ----- Broadcast + accumulate ----------------------------------------------------------
@@ -105,7 +102,7 @@ fn broadcast_from_accumulate_delivers_everything_whatever_the_demands() {
             );
         }
         for _ in 0..2 {
-            let got = rx.recv_timeout(DEADLINE).expect("each consumer reports");
+            let got = rx.recv_timeout(TIMEOUT).expect("each consumer reports");
             assert_eq!(got, (0..n).collect::<Vec<_>>(), "demands ({a}, {b})");
         }
     }
@@ -306,7 +303,7 @@ fn demand_dispatcher_mismatch_warning_once_per_subscription() {
         join("consumer", c);
     }
     let total: usize = (0..2)
-        .map(|_| rx.recv_timeout(DEADLINE).unwrap().len())
+        .map(|_| rx.recv_timeout(TIMEOUT).unwrap().len())
         .sum();
     assert_eq!(total, 5_000);
     let warnings = log
@@ -356,7 +353,7 @@ fn partition_without_consumer_warns_once_and_is_counted() {
         ),
     )
     .unwrap();
-    let deadline = std::time::Instant::now() + DEADLINE;
+    let deadline = std::time::Instant::now() + TIMEOUT;
     while source.metrics().stalls == 0 {
         assert!(
             std::time::Instant::now() < deadline,

@@ -3,7 +3,7 @@
 //! per consumer per batch, turns for small batches, the demand dispatcher's pending
 //! accounting, and a running pipeline with consumers of very different `max_demand`.
 
-use crate::support::dispatch as common;
+use crate::support::dispatch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -128,7 +128,7 @@ impl Consumer for Count {
 /// Events arrive from outside in batches of 20 while two consumers with `max_demand`
 /// 10 and 1000 wait: returns how many events each one got out of 2000.
 fn scarce_events(d: impl Dispatcher<u64>) -> (u64, u64) {
-    let source = start_producer(common::Queued, ProducerOptions::new().dispatcher(d)).unwrap();
+    let source = start_producer(dispatch::Queued, ProducerOptions::new().dispatcher(d)).unwrap();
     let small = Arc::new(AtomicU64::new(0));
     let big = Arc::new(AtomicU64::new(0));
     let _a = start_consumer(
@@ -143,11 +143,11 @@ fn scarce_events(d: impl Dispatcher<u64>) -> (u64, u64) {
     .unwrap();
     for i in 0..100u64 {
         source
-            .cast(common::Queue((i * 20..i * 20 + 20).collect()))
+            .cast(dispatch::Queue((i * 20..i * 20 + 20).collect()))
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    common::eventually("all events consumed", || {
+    dispatch::eventually("all events consumed", || {
         small.load(Ordering::Relaxed) + big.load(Ordering::Relaxed) == 2_000
     });
     (small.load(Ordering::Relaxed), big.load(Ordering::Relaxed))

@@ -12,7 +12,6 @@
 //!
 //! Nothing of these two describes is skipped.
 
-
 use crate::support::*;
 use stageflow::log::Level;
 use stageflow::prelude::*;
@@ -432,16 +431,14 @@ fn info_delivers_multiple_info_to_producer_in_fifo_order() {
     assert_receive!(inbox, Msg::Consumed(b) if *b == atoms(&["g", "h"]));
 
     let messages: Vec<&'static str> = (1..=4)
-        .map(
-            |n| match inbox.next(std::time::Duration::from_millis(500)) {
-                Some(Msg::Info(i)) => i,
-                Some(other) => panic!("expected an info, got {other:?}"),
-                None => panic!(
-                    "Did not receive expected number of messages (got {})",
-                    n - 1
-                ),
-            },
-        )
+        .map(|n| match inbox.next(TIMEOUT) {
+            Some(Msg::Info(i)) => i,
+            Some(other) => panic!("expected an info, got {other:?}"),
+            None => panic!(
+                "Did not receive expected number of messages (got {})",
+                n - 1
+            ),
+        })
         .collect();
     assert_eq!(messages, vec!["d", "e", "f", "i"]);
 }

@@ -32,7 +32,6 @@
 //! - The producer "terminate/2" test starts `Forwarder` as a producer; a typed consumer
 //!   cannot be one, so `Counter` in pid mode reports `terminate` instead.
 
-
 use crossbeam_channel::Receiver;
 use stageflow::prelude::*;
 use stageflow::StartError;
@@ -226,7 +225,7 @@ fn producer_callbacks_handle_call_3_sends_events_before_reply() {
     consumer.sync_info("reply received").unwrap();
     producer.stop(Reason::Normal).unwrap();
 
-    let order: Vec<Msg> = std::iter::from_fn(|| inbox.next(REFUTE_TIMEOUT)).collect();
+    let order: Vec<Msg> = std::iter::from_fn(|| inbox.next(QUIET)).collect();
     let events = order
         .iter()
         .position(|m| matches!(m, Msg::Consumed(b) if *b == ints([1, 2, 3])));
@@ -249,7 +248,7 @@ fn producer_callbacks_handle_call_3_allows_replies_before_sending_events() {
     open.send(()).unwrap();
     producer.stop(Reason::Normal).unwrap();
 
-    let order: Vec<Msg> = std::iter::from_fn(|| inbox.next(REFUTE_TIMEOUT)).collect();
+    let order: Vec<Msg> = std::iter::from_fn(|| inbox.next(QUIET)).collect();
     let events = order
         .iter()
         .position(|m| matches!(m, Msg::Consumed(b) if *b == ints([1, 2, 3])));
@@ -356,7 +355,7 @@ fn consumer_callbacks_handle_cancel_3_with_temporary_subscription() {
         inbox,
         Msg::ConsumerCancelled(t, CancelReason::Cancel(r)) if *t == tag && *r == Reason::custom("oops")
     );
-    assert!(consumer.join_timeout(REFUTE_TIMEOUT).is_none());
+    assert!(consumer.join_timeout(QUIET).is_none());
 }
 
 #[test]
@@ -375,7 +374,7 @@ fn consumer_callbacks_handle_cancel_3_with_normal_transient_subscription() {
         inbox,
         Msg::ConsumerCancelled(t, CancelReason::Cancel(Reason::Normal)) if *t == tag
     );
-    assert!(consumer.join_timeout(REFUTE_TIMEOUT).is_none());
+    assert!(consumer.join_timeout(QUIET).is_none());
 }
 
 fn cancel_stops_consumer(mode: CancelMode) {
@@ -429,7 +428,7 @@ fn producer_killed(mode: CancelMode) -> (StageRef<Forwarder>, Inbox) {
 #[test]
 fn consumer_callbacks_handle_cancel_3_on_producer_down_with_temporary_subscription() {
     let (consumer, _inbox) = producer_killed(CancelMode::Temporary);
-    assert!(consumer.join_timeout(REFUTE_TIMEOUT).is_none());
+    assert!(consumer.join_timeout(QUIET).is_none());
 }
 
 #[test]
@@ -626,7 +625,7 @@ fn producer_consumer_callbacks_consumer_handle_cancel_3_with_temporary_subscript
         inbox,
         Msg::PcCancelled(t, CancelReason::Cancel(r)) if *t == tag && *r == Reason::custom("oops")
     );
-    assert!(pc.join_timeout(REFUTE_TIMEOUT).is_none());
+    assert!(pc.join_timeout(QUIET).is_none());
 }
 
 #[test]
@@ -651,7 +650,7 @@ fn producer_consumer_callbacks_consumer_handle_cancel_3_on_producer_down_with_te
         inbox,
         Msg::PcCancelled(t, CancelReason::Down(Reason::Killed)) if *t == tag
     );
-    assert!(pc.join_timeout(REFUTE_TIMEOUT).is_none());
+    assert!(pc.join_timeout(QUIET).is_none());
 }
 
 #[test]
@@ -664,7 +663,7 @@ fn producer_consumer_callbacks_consumer_handle_cancel_3_on_producer_normal_down_
         inbox,
         Msg::PcCancelled(t, CancelReason::Down(Reason::Shutdown)) if *t == tag
     );
-    assert!(pc.join_timeout(REFUTE_TIMEOUT).is_none());
+    assert!(pc.join_timeout(QUIET).is_none());
 }
 
 #[test]

@@ -2,14 +2,13 @@
 //! describes "producer-to-consumer demand", "producer-producer_consumer-consumer demand"
 //! and "demand". Each test keeps the original's name in
 //! snake case, its scenario and its assertions (ExUnit's selective `assert_receive` is
-//! `common::Inbox`).
+//! `support::Inbox`).
 //!
 //! Not ported here:
 //! - "with shared (broadcast) demand", "... and synchronizer subscriber", "... does not
 //!   result in duplicate upstream demand" (both describes) and "can be set to
 //!   :accumulate via API using broadcast": BroadcastDispatcher cases, ported with the
 //!   broadcast dispatcher by its own suite.
-
 
 use crate::support::*;
 use stageflow::prelude::*;
@@ -236,11 +235,11 @@ fn producer_producer_consumer_consumer_demand_queued_events_with_lost_producer()
 
     // On the BEAM the doubler's subscribe and ask reach the producer before the test's
     // cancel; here the test waits until the producer has sent its 100 events.
-    common::eventually("the producer to emit 100 events", || {
+    eventually("the producer to emit 100 events", || {
         producer.metrics().events_out == 100
     });
     from.cancel(Reason::custom("done"));
-    std::thread::sleep(REFUTE_TIMEOUT);
+    std::thread::sleep(QUIET);
     refute_received!(inbox, Msg::PcCancelled(t, CancelReason::Cancel(_)) if *t == tag);
     refute_received!(inbox, Msg::PcConsumed(_));
 

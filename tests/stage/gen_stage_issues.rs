@@ -2,7 +2,6 @@
 //! port decides on deliberately (`docs/DESIGN.md` lists the decisions). Not ported tests: scenarios
 //! written from the issue descriptions (elixir-lang/gen_stage 1.3.2, commit 72198f8).
 
-
 use stageflow::prelude::*;
 
 use crate::support::*;
@@ -224,7 +223,7 @@ fn producer_consumer_buffer_stays_bounded_after_a_consumer_leaves_with_unmet_dem
     let Msg::Consumed(first) = assert_receive!(binbox, Msg::Consumed(_)) else {
         unreachable!()
     };
-    while let Some(m) = ainbox.next(REFUTE_TIMEOUT) {
+    while let Some(m) = ainbox.next(QUIET) {
         if let Msg::Consumed(e) = m {
             seen_by_a = e;
         }

@@ -18,16 +18,11 @@
 //! - "not a consumer": a producer's input type is `Never`, so only an empty message can
 //!   be forged; it is ignored.
 
-
-use std::time::Duration;
-
 use stageflow::log::Level;
 use stageflow::prelude::*;
 use stageflow::stage::raw::{send_events, RawConsumer, RawMessage};
 
 use crate::support::*;
-
-const WAIT: Duration = Duration::from_secs(5);
 
 // ----- describe "$gen_producer message errors" ---------------------------------------------------
 
@@ -40,7 +35,7 @@ fn gen_producer_message_errors_duplicated_subscriptions() {
     raw.subscribe(&producer, tag, SubscribeOptions::new());
     raw.subscribe(&producer, tag, SubscribeOptions::new());
     assert_eq!(
-        raw.recv_timeout(WAIT),
+        raw.recv_timeout(TIMEOUT),
         Some(RawMessage::Cancel(
             tag,
             CancelReason::Cancel(Reason::DuplicatedSubscription)
@@ -85,7 +80,7 @@ fn gen_producer_message_errors_not_a_producer() {
     let raw = RawConsumer::<Never>::new();
     let tag = Tag::new();
     raw.subscribe(&consumer, tag, SubscribeOptions::new());
-    match raw.recv_timeout(WAIT) {
+    match raw.recv_timeout(TIMEOUT) {
         Some(RawMessage::Cancel(t, CancelReason::Cancel(_))) => assert_eq!(t, tag),
         other => panic!("expected a cancel, got {other:?}"),
     }

@@ -27,7 +27,6 @@
 //! - "from_enumerable/2 accepts a :name option" (A): the name is the stage's (thread)
 //!   name, checked through the handle instead of a process registry.
 
-
 use std::time::Duration;
 
 use stageflow::prelude::*;
@@ -217,7 +216,7 @@ fn stream_sends_termination_message_on_done() {
         .unwrap();
     let got: Vec<u64> = stream.take(10).map(Result::unwrap).collect();
     assert_eq!(got, (0..10).collect::<Vec<_>>());
-    assert!(producer.join_timeout(REFUTE_TIMEOUT).is_none());
+    assert!(producer.join_timeout(QUIET).is_none());
 }
 
 #[test]
@@ -284,7 +283,7 @@ fn from_enumerable_2_accepts_a_on_cancel_option() {
     let p = from_iter(cycle(), FromIterOptions::new()).unwrap();
     let got: Vec<u64> = stream(&p).take(5).map(Result::unwrap).collect();
     assert_eq!(got, vec![1, 2, 3, 1, 2]);
-    assert!(p.join_timeout(REFUTE_TIMEOUT).is_none());
+    assert!(p.join_timeout(QUIET).is_none());
 
     let p = from_iter(
         cycle(),
@@ -293,7 +292,7 @@ fn from_enumerable_2_accepts_a_on_cancel_option() {
     .unwrap();
     let got: Vec<u64> = stream(&p).take(5).map(Result::unwrap).collect();
     assert_eq!(got, vec![1, 2, 3, 1, 2]);
-    assert!(p.join_timeout(REFUTE_TIMEOUT).is_none());
+    assert!(p.join_timeout(QUIET).is_none());
 
     let p = from_iter(cycle(), FromIterOptions::new().on_cancel(OnCancel::Stop)).unwrap();
     let got: Vec<u64> = stream(&p).take(5).map(Result::unwrap).collect();

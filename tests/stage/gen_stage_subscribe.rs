@@ -19,7 +19,6 @@
 //! - "subscribe_to names: can be a via/global name ...", "logs warning about ambiguity
 //!   ..." (B): `:via`/`:global` registries.
 
-
 use stageflow::prelude::*;
 use stageflow::{CallError, SubscribeError};
 
@@ -102,7 +101,7 @@ fn sync_subscribe_2_consumer_exits_when_producer_is_dead_and_subscription_is_per
         matches!(&err, SubscribeError::NoProc(e) if e.id == producer.id() && e.exit == Some(Reason::Normal)),
         "{err:?}"
     );
-    assert!(consumer.join_timeout(REFUTE_TIMEOUT).is_none());
+    assert!(consumer.join_timeout(QUIET).is_none());
 }
 
 #[test]
@@ -120,7 +119,7 @@ fn sync_subscribe_2_consumer_does_not_exit_when_producer_is_dead_and_subscriptio
         )
         .unwrap_err();
     assert!(matches!(err, SubscribeError::NoProc(_)), "{err:?}");
-    assert!(consumer.join_timeout(REFUTE_TIMEOUT).is_none());
+    assert!(consumer.join_timeout(QUIET).is_none());
     // The asynchronous form has nobody to tell: like a monitor of a dead pid, the
     // subscription ends at once with `noproc`, and the temporary consumer survives.
     consumer
@@ -133,7 +132,7 @@ fn sync_subscribe_2_consumer_does_not_exit_when_producer_is_dead_and_subscriptio
         inbox,
         Msg::ConsumerCancelled(_, CancelReason::Down(Reason::NoProc))
     );
-    assert!(consumer.join_timeout(REFUTE_TIMEOUT).is_none());
+    assert!(consumer.join_timeout(QUIET).is_none());
 }
 
 // ----- describe "sync_resubscribe/2" ------------------------------------------------------------

@@ -10,11 +10,11 @@
 //! The dispatcher's `{waiting, pending}` pair is read through `waiting()` and
 //! `pending()`; an `info` reaching the producer is `Received::Info`.
 
-use crate::support::dispatch as common;
+use crate::support::dispatch;
 
 use std::time::Duration;
 
-use common::{eventually, Counter, Forwarder, Inbox, Msg};
+use dispatch::{eventually, Counter, Forwarder, Inbox, Msg};
 use stageflow::dispatcher::{Dispatcher, PartitionDispatcher, Probe, Received};
 use stageflow::log::LogSink;
 use stageflow::prelude::*;

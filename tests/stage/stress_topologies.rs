@@ -4,9 +4,9 @@
 //! from outside. Our machines have 2 cores, so every topology has more threads than
 //! cores. Each must finish; every wait has a deadline that fails naming the topology.
 //! The stages check the demand rule per subscription and per-producer order from the
-//! inside (`common::checked`), and the test checks that every event arrived once.
+//! inside (`support::checked`), and the test checks that every event arrived once.
 
-use crate::support as common;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicUsize;
@@ -18,10 +18,12 @@ use parking_lot::Mutex;
 use stageflow::log::{Level, LogSink};
 use stageflow::prelude::*;
 
-use common::checked::*;
+use support::checked::*;
+use support::TIMEOUT;
 
-/// Generous: a debug build on a loaded 2-core machine. A deadlock fails here.
-const DEADLINE: Duration = Duration::from_secs(120);
+/// A whole topology moves many events: it gets twice the usual wait. A deadlock fails
+/// here.
+const DEADLINE: Duration = Duration::from_secs(TIMEOUT.as_secs() * 2);
 
 type Report = (String, Vec<u64>);
 
@@ -178,7 +180,7 @@ impl Topology {
             let (who, events) = self
                 .reports
                 .1
-                .recv_timeout(Duration::from_secs(5))
+                .recv_timeout(TIMEOUT)
                 .unwrap_or_else(|_| panic!("{}: a sink did not report", self.name));
             for e in events {
                 assert!(seen.insert(e), "{}: {who} received {e} twice", self.name);

@@ -19,8 +19,6 @@
 //! often. Before the fix the failure rate was above 95 % per run, so even one run of
 //! a combination would catch it.
 
-use std::time::Duration;
-
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use stageflow::dispatcher::{
     BroadcastDispatcher, DemandDispatcher, FairDispatcher, PartitionDispatcher,
@@ -28,8 +26,7 @@ use stageflow::dispatcher::{
 use stageflow::prelude::*;
 use stageflow::PartitionKey;
 
-/// Generous: a debug build on a loaded 2-core machine. A hang fails here.
-const DEADLINE: Duration = Duration::from_secs(60);
+use crate::support::TIMEOUT;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Dispatch {
@@ -163,7 +160,7 @@ fn reports(rx: &Receiver<(usize, Vec<u64>)>, consumers: usize) -> Result<Vec<Vec
     let mut got = vec![Vec::new(); consumers];
     for _ in 0..consumers {
         let (i, events) = rx
-            .recv_timeout(DEADLINE)
+            .recv_timeout(TIMEOUT)
             .map_err(|_| "a consumer never reported".to_string())?;
         got[i] = events;
     }
@@ -172,10 +169,10 @@ fn reports(rx: &Receiver<(usize, Vec<u64>)>, consumers: usize) -> Result<Vec<Vec
 
 fn join_all<S: Stage>(stages: &[StageRef<S>]) -> Result<(), String> {
     for s in stages {
-        match s.join_timeout(DEADLINE) {
+        match s.join_timeout(TIMEOUT) {
             Some(Reason::Normal) => {}
             Some(other) => return Err(format!("{} exited with {other}", s.name())),
-            None => return Err(format!("{} still running after {DEADLINE:?}", s.name())),
+            None => return Err(format!("{} still running after {TIMEOUT:?}", s.name())),
         }
     }
     Ok(())
@@ -242,8 +239,8 @@ fn fan_out_through_stages(d: Dispatch, n: u64, consumers: usize) -> Result<(), S
     let mut got = vec![Vec::new(); consumers];
     for _ in 0..consumers {
         let (i, events) = rx
-            .recv_timeout(DEADLINE)
-            .map_err(|_| format!("a stream still running after {DEADLINE:?}"))?;
+            .recv_timeout(TIMEOUT)
+            .map_err(|_| format!("a stream still running after {TIMEOUT:?}"))?;
         got[i] = events.map_err(|e| e.to_string())?;
     }
     check(d, n, &got)
@@ -344,8 +341,8 @@ fn an_unstarted_topology_stops_its_stages_when_dropped() {
         )
         .unwrap();
     drop(topology);
-    assert_eq!(numbers.join_timeout(DEADLINE), Some(Reason::Shutdown));
-    assert!(sink.join_timeout(DEADLINE).is_some());
+    assert_eq!(numbers.join_timeout(TIMEOUT), Some(Reason::Shutdown));
+    assert!(sink.join_timeout(TIMEOUT).is_some());
 }
 
 /// A source asked to accumulate stays so after `start`: the user switches it.
@@ -382,5 +379,5 @@ fn start_reports_a_source_that_died_before_it() {
     numbers.stop(Reason::custom("boom")).unwrap();
     let err = topology.start().unwrap_err();
     assert!(err.to_string().contains("doomed"), "{err}");
-    assert_eq!(other.join_timeout(DEADLINE), Some(Reason::Shutdown));
+    assert_eq!(other.join_timeout(TIMEOUT), Some(Reason::Shutdown));
 }

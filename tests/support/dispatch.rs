@@ -1,20 +1,16 @@
-//! Helper stages shared by the ported suites: Rust versions of the helper modules of
-//! GenStage's `test/gen_stage_test.exs` (`Counter`, `NothingProducer`, `Forwarder`,
-//! `Sleeper`) reporting to the test over a channel instead of the test's mailbox.
-#![allow(dead_code)]
+//! The dispatcher suites' helper stages (broadcast, fair, partition, consumer
+//! supervisor): versions of GenStage's `Counter`, `NothingProducer`, `Forwarder` and
+//! `Sleeper` whose events are plain `u64` (what the dispatchers' hash and key
+//! functions take) and whose consumers carry a name, so that a test can say which
+//! consumer got which events. They report to the same [`Mailbox`] as every suite.
 
-use std::time::Duration;
-
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use stageflow::prelude::*;
 
-/// How long an `assert_receive` waits. ExUnit's suites use 500 ms; a loaded 2-core
-/// machine needs more, and a passing test never waits this long.
-pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a `refute_receive` waits.
-pub const REFUTE_TIMEOUT: Duration = Duration::from_millis(100);
+use super::Mailbox;
+pub use super::{eventually, Queue};
 
-/// What helper stages report.
+/// What these helper stages report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Msg {
     /// `{:consumed, events}` from the consumer named `.0`.
@@ -27,46 +23,8 @@ pub enum Msg {
     Subscribed(&'static str, Tag),
 }
 
-/// A channel standing in for the test process's mailbox.
-#[derive(Clone)]
-pub struct Inbox {
-    pub tx: Sender<Msg>,
-    pub rx: Receiver<Msg>,
-}
-
-impl Inbox {
-    pub fn new() -> Self {
-        let (tx, rx) = unbounded();
-        Inbox { tx, rx }
-    }
-
-    /// `assert_receive pattern`: skips non-matching messages (as a selective receive
-    /// does) until one matches or the timeout passes.
-    pub fn assert_receive(&self, what: impl Fn(&Msg) -> bool) -> Msg {
-        let deadline = std::time::Instant::now() + RECEIVE_TIMEOUT * 4;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(m) if what(&m) => return m,
-                Ok(_) => continue,
-                Err(_) => panic!("expected message not received"),
-            }
-        }
-    }
-
-    /// `refute_receive pattern` for `REFUTE_TIMEOUT`.
-    pub fn refute_receive(&self, what: impl Fn(&Msg) -> bool) {
-        let deadline = std::time::Instant::now() + REFUTE_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(m) if what(&m) => panic!("unexpected message {m:?}"),
-                Ok(_) => continue,
-                Err(_) => return,
-            }
-        }
-    }
-}
+/// The test's mailbox for these helpers.
+pub type Inbox = Mailbox<Msg>;
 
 /// `Counter`: emits `counter..counter+demand` from `handle_demand`, or queued events
 /// from a cast.
@@ -84,11 +42,8 @@ impl Producer for Counter {
     }
 }
 
-/// `Counter.async_queue` / `sync_queue`: emit these events now.
-pub struct Queue(pub Vec<u64>);
-
-impl HandleCast<Queue> for Counter {
-    fn handle_cast(&mut self, q: Queue, ctx: &mut Context<'_, Self>) {
+impl HandleCast<Queue<u64>> for Counter {
+    fn handle_cast(&mut self, q: Queue<u64>, ctx: &mut Context<'_, Self>) {
         ctx.emit_all(q.0);
     }
 }
@@ -105,17 +60,17 @@ impl Producer for Queued {
     fn handle_demand(&mut self, _demand: usize, _ctx: &mut Context<'_, Self>) {}
 }
 
-impl HandleCast<Queue> for Queued {
-    fn handle_cast(&mut self, q: Queue, ctx: &mut Context<'_, Self>) {
+impl HandleCast<Queue<u64>> for Queued {
+    fn handle_cast(&mut self, q: Queue<u64>, ctx: &mut Context<'_, Self>) {
         ctx.emit_all(q.0);
     }
 }
 
-impl HandleCall<Queue> for Queued {
+impl HandleCall<Queue<u64>> for Queued {
     type Reply = ();
     fn handle_call(
         &mut self,
-        q: Queue,
+        q: Queue<u64>,
         _from: &ReplyTo<()>,
         ctx: &mut Context<'_, Self>,
     ) -> Option<()> {
@@ -218,17 +173,6 @@ impl Stage for Sleeper {
 impl Consumer for Sleeper {
     fn handle_events(&mut self, _: Vec<u64>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {
         let _ = self.0.recv();
-    }
-}
-
-/// Waits until `f` holds (polling), or panics after a few seconds.
-pub fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !f() {
-        if std::time::Instant::now() > deadline {
-            panic!("timed out waiting until {what}");
-        }
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -1,25 +1,27 @@
-//! Shared helpers of the ported GenStage suites (elixir-lang/gen_stage 1.3.2, commit
-//! 72198f8, `test/gen_stage_test.exs`): the helper stages of that file, re-created as
-//! Rust stages that report to the test over a crossbeam channel, and an [`Inbox`] that
-//! gives the test ExUnit's *selective* receive (`assert_receive` finds the first
-//! matching message, wherever it is in the mailbox; the others stay for later).
+//! What the integration-test binaries share: one mailbox for what helper stages report
+//! ([`Mailbox`], with ExUnit's selective receive), its `assert_receive!` family of
+//! macros, one [`TIMEOUT`] for everything a test waits for, [`eventually`], log capture,
+//! and the helper stages of the suites:
+//! - [`gen_stage`] (re-exported here): GenStage's own test helpers, events [`V`];
+//! - [`dispatch`]: the dispatcher suites' helpers, `u64` events and named consumers;
+//! - [`checked`]: stages that check the demand invariant from the inside;
+//! - [`pools`]: running a flow test on rayon pools of several sizes;
+//! - [`examples`]: building and running the crate's examples.
 //!
-//! Differences with the Elixir helpers, all forced by static typing:
-//! - Events are [`V`]: an integer or an "atom", since the Elixir tests mix both.
-//! - Options that GenStage passes through to `handle_subscribe` (`:producer_demand`,
-//!   `:consumer_demand`, `:producer_consumer_demand`) are fields of the helper stage.
-//! - The test process's pid is a `Sender<Msg>`; `Counter` in "pid mode" holds one.
-//! - `Counter` in pid mode also reports `terminate` (the Elixir suite uses `Forwarder`
-//!   started as a producer for that, which a typed consumer cannot be).
-#![allow(dead_code, unused_macros)]
+//! Each test binary (`tests/stage/`, `tests/flow/`, `tests/examples/`) includes this
+//! module with `#[macro_use] #[path = "../support/mod.rs"] mod support;` and uses its
+//! own part of it.
+#![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod checked;
 pub mod dispatch;
 pub mod examples;
+pub mod gen_stage;
 pub mod pools;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,76 +30,36 @@ use parking_lot::Mutex;
 use stageflow::log::{Level, LogRecord, LogSink};
 use stageflow::prelude::*;
 
-/// ExUnit's `assert_receive_timeout` is 500 ms; threads on a loaded 2-core machine in a
-/// debug build get more. Only a failing test ever waits this long.
-pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
-/// ExUnit's `refute_receive` default wait.
-pub const REFUTE_TIMEOUT: Duration = Duration::from_millis(100);
+pub use gen_stage::*;
 
-/// An event of the helper stages: the Elixir tests mix integers and atoms.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum V {
-    I(u64),
-    A(&'static str),
+/// How long a test waits for anything that must happen: a message, a stage's exit, a
+/// condition. ExUnit's `assert_receive` waits 500 ms; threads of a debug build on a
+/// loaded 2-core machine need far more, and only a failing test ever waits this long.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a test watches for something that must not happen (ExUnit's
+/// `refute_receive` waits 100 ms); also how long "nothing more comes" is watched for.
+pub const QUIET: Duration = Duration::from_millis(150);
+
+/// The test process's mailbox: helper stages send `M`s to [`Mailbox::tx`]; the test
+/// receives them selectively, as ExUnit's `assert_receive` does (the first matching
+/// message, wherever it is; the others stay for later).
+pub struct Mailbox<M> {
+    /// The "pid" to hand to helper stages.
+    pub tx: Sender<M>,
+    rx: Receiver<M>,
+    stash: RefCell<VecDeque<M>>,
 }
 
-/// `Enum.to_list(range)` as events.
-pub fn ints(r: impl IntoIterator<Item = u64>) -> Vec<V> {
-    r.into_iter().map(V::I).collect()
-}
-
-/// `Enum.flat_map(range, &[&1, &1])` as events.
-pub fn doubled(r: impl IntoIterator<Item = u64>) -> Vec<V> {
-    r.into_iter().flat_map(|i| [V::I(i), V::I(i)]).collect()
-}
-
-/// A list of atoms as events.
-pub fn atoms(a: &[&'static str]) -> Vec<V> {
-    a.iter().map(|s| V::A(s)).collect()
-}
-
-/// What the helper stages tell the test (the messages the Elixir helpers `send`).
-#[derive(Clone, Debug)]
-pub enum Msg {
-    // Forwarder (consumer)
-    Consumed(Vec<V>),
-    ConsumerSubscribed(SubscriptionRef),
-    ConsumerCancelled(Tag, CancelReason),
-    Terminated(Reason),
-    // Counter (producer, pid mode)
-    ProducerSubscribed(Tag),
-    ProducerCancelled(Tag, CancelReason),
-    // Doubler (producer-consumer)
-    PcSubscribed(Peer, SubscriptionRef),
-    PcCancelled(Tag, CancelReason),
-    PcConsumed(Vec<V>),
-    // NothingProducer
-    Demand(usize),
-    // Postponer, Sleeper, Discarder
-    Postponed(Vec<V>),
-    Sleep(Vec<V>),
-    Discarded(Vec<V>),
-    /// An info message (an Elixir atom such as `:sync`) forwarded by `handle_info`.
-    Info(&'static str),
-}
-
-/// The test process's mailbox, with selective receive.
-pub struct Inbox {
-    tx: Sender<Msg>,
-    rx: Receiver<Msg>,
-    stash: RefCell<VecDeque<Msg>>,
-}
-
-impl Default for Inbox {
+impl<M: Debug> Default for Mailbox<M> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Inbox {
-    pub fn new() -> Inbox {
+impl<M: Debug> Mailbox<M> {
+    pub fn new() -> Mailbox<M> {
         let (tx, rx) = unbounded();
-        Inbox {
+        Mailbox {
             tx,
             rx,
             stash: RefCell::new(VecDeque::new()),
@@ -105,7 +67,7 @@ impl Inbox {
     }
 
     /// The "pid" to hand to helper stages.
-    pub fn tx(&self) -> Sender<Msg> {
+    pub fn tx(&self) -> Sender<M> {
         self.tx.clone()
     }
 
@@ -116,14 +78,14 @@ impl Inbox {
         }
     }
 
-    fn take_stashed(&self, f: &dyn Fn(&Msg) -> bool) -> Option<Msg> {
+    fn take_stashed(&self, f: &dyn Fn(&M) -> bool) -> Option<M> {
         let mut stash = self.stash.borrow_mut();
         let i = stash.iter().position(f)?;
         stash.remove(i)
     }
 
     /// `assert_receive`: the first message matching `f`, waiting up to `timeout`.
-    pub fn receive(&self, what: &str, f: &dyn Fn(&Msg) -> bool, timeout: Duration) -> Msg {
+    pub fn receive(&self, what: &str, f: &dyn Fn(&M) -> bool, timeout: Duration) -> M {
         self.drain();
         if let Some(m) = self.take_stashed(f) {
             return m;
@@ -143,7 +105,7 @@ impl Inbox {
     }
 
     /// `assert_received`: the first matching message already in the mailbox.
-    pub fn received(&self, what: &str, f: &dyn Fn(&Msg) -> bool) -> Msg {
+    pub fn received(&self, what: &str, f: &dyn Fn(&M) -> bool) -> M {
         self.drain();
         match self.take_stashed(f) {
             Some(m) => m,
@@ -155,7 +117,7 @@ impl Inbox {
     }
 
     /// `refute_received`: no matching message in the mailbox now.
-    pub fn refute_received(&self, what: &str, f: &dyn Fn(&Msg) -> bool) {
+    pub fn refute_received(&self, what: &str, f: &dyn Fn(&M) -> bool) {
         self.drain();
         if let Some(m) = self.stash.borrow().iter().find(|m| f(m)) {
             panic!("unexpected message matching `{what}`: {m:?}");
@@ -163,7 +125,7 @@ impl Inbox {
     }
 
     /// `refute_receive`: no matching message arrives within `timeout`.
-    pub fn refute_receive(&self, what: &str, f: &dyn Fn(&Msg) -> bool, timeout: Duration) {
+    pub fn refute_receive_within(&self, what: &str, f: &dyn Fn(&M) -> bool, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             self.refute_received(what, f);
@@ -177,8 +139,18 @@ impl Inbox {
         }
     }
 
+    /// `assert_receive` with a closure, waiting up to [`TIMEOUT`].
+    pub fn assert_receive(&self, f: impl Fn(&M) -> bool) -> M {
+        self.receive("the expected message", &f, TIMEOUT)
+    }
+
+    /// `refute_receive` with a closure, watching for [`QUIET`].
+    pub fn refute_receive(&self, f: impl Fn(&M) -> bool) {
+        self.refute_receive_within("the refuted message", &f, QUIET)
+    }
+
     /// The next message in mailbox order (a plain `receive`), if one comes in time.
-    pub fn next(&self, timeout: Duration) -> Option<Msg> {
+    pub fn next(&self, timeout: Duration) -> Option<M> {
         if let Some(m) = self.stash.borrow_mut().pop_front() {
             return Some(m);
         }
@@ -191,8 +163,8 @@ macro_rules! assert_receive {
     ($inbox:expr, $($pat:tt)+) => {
         $inbox.receive(
             stringify!($($pat)+),
-            &|m: &$crate::support::Msg| matches!(m, $($pat)+),
-            $crate::support::RECEIVE_TIMEOUT,
+            &|m| matches!(m, $($pat)+),
+            $crate::support::TIMEOUT,
         )
     };
 }
@@ -202,7 +174,7 @@ macro_rules! assert_received {
     ($inbox:expr, $($pat:tt)+) => {
         $inbox.received(
             stringify!($($pat)+),
-            &|m: &$crate::support::Msg| matches!(m, $($pat)+),
+            &|m| matches!(m, $($pat)+),
         )
     };
 }
@@ -212,18 +184,18 @@ macro_rules! refute_received {
     ($inbox:expr, $($pat:tt)+) => {
         $inbox.refute_received(
             stringify!($($pat)+),
-            &|m: &$crate::support::Msg| matches!(m, $($pat)+),
+            &|m| matches!(m, $($pat)+),
         )
     };
 }
 
-/// `refute_receive inbox, pattern [if guard]` (waits 100 ms).
+/// `refute_receive inbox, pattern [if guard]` (watches for [`QUIET`]).
 macro_rules! refute_receive {
     ($inbox:expr, $($pat:tt)+) => {
-        $inbox.refute_receive(
+        $inbox.refute_receive_within(
             stringify!($($pat)+),
-            &|m: &$crate::support::Msg| matches!(m, $($pat)+),
-            $crate::support::REFUTE_TIMEOUT,
+            &|m| matches!(m, $($pat)+),
+            $crate::support::QUIET,
         )
     };
 }
@@ -267,9 +239,12 @@ impl LogCapture {
 
 /// Waits until `f` holds, or fails naming `what`.
 pub fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + RECEIVE_TIMEOUT;
+    let deadline = Instant::now() + TIMEOUT;
     while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {TIMEOUT:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -277,440 +252,6 @@ pub fn eventually(what: &str, f: impl Fn() -> bool) {
 /// Waits for a stage to exit and returns its reason, or fails.
 pub fn exit_reason<S: Stage>(stage: &StageRef<S>) -> Reason {
     stage
-        .join_timeout(RECEIVE_TIMEOUT)
-        .unwrap_or_else(|| panic!("{stage:?} did not exit within {RECEIVE_TIMEOUT:?}"))
-}
-
-// ----- Counter -----------------------------------------------------------------------
-
-/// `Counter`: a producer counting in batches, or, in "pid mode", a producer that emits
-/// nothing on demand and reports subscribes, cancels and infos to the test.
-pub struct Counter {
-    pub counter: u64,
-    pub pid: Option<Sender<Msg>>,
-    /// What `handle_subscribe(:consumer, ...)` returns (`:producer_demand`).
-    pub producer_demand: Demand,
-}
-
-impl Counter {
-    /// `{:producer, counter}`.
-    pub fn new(counter: u64) -> Counter {
-        Counter {
-            counter,
-            pid: None,
-            producer_demand: Demand::Automatic,
-        }
-    }
-    /// `{:producer, self()}`.
-    pub fn pid(tx: Sender<Msg>) -> Counter {
-        Counter {
-            counter: 0,
-            pid: Some(tx),
-            producer_demand: Demand::Automatic,
-        }
-    }
-    fn send(&self, m: Msg) {
-        if let Some(tx) = &self.pid {
-            let _ = tx.send(m);
-        }
-    }
-}
-
-/// `{:queue, events}` (call, cast and info).
-pub struct Queue(pub Vec<V>);
-/// `{:early_reply_queue, events}`: reply first, then emit.
-pub struct EarlyReplyQueue(pub Vec<V>);
-/// `:stop` call: `{:stop, :shutdown, :ok, state}`.
-pub struct StopCall;
-
-impl Stage for Counter {
-    type In = Never;
-    type Out = V;
-
-    fn handle_subscribe(
-        &mut self,
-        _peer: Peer,
-        _info: &SubscriptionInfo,
-        from: &SubscriptionRef,
-        _ctx: &mut Context<'_, Self>,
-    ) -> Result<Demand, Reason> {
-        self.send(Msg::ProducerSubscribed(from.tag()));
-        Ok(self.producer_demand)
-    }
-
-    fn handle_cancel(
-        &mut self,
-        reason: CancelReason,
-        from: &SubscriptionRef,
-        _ctx: &mut Context<'_, Self>,
-    ) {
-        self.send(Msg::ProducerCancelled(from.tag(), reason));
-    }
-
-    fn terminate(&mut self, reason: &Reason) {
-        self.send(Msg::Terminated(reason.clone()));
-    }
-}
-
-impl Producer for Counter {
-    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, Self>) {
-        assert!(demand > 0, "handle_demand called with 0");
-        if self.pid.is_some() {
-            return;
-        }
-        let n = demand as u64;
-        ctx.emit_all((self.counter..self.counter + n).map(V::I));
-        self.counter += n;
-    }
-}
-
-impl HandleCall<Queue> for Counter {
-    type Reply = u64;
-    fn handle_call(
-        &mut self,
-        q: Queue,
-        _: &ReplyTo<u64>,
-        ctx: &mut Context<'_, Self>,
-    ) -> Option<u64> {
-        ctx.emit_all(q.0);
-        Some(self.counter)
-    }
-}
-
-impl HandleCall<EarlyReplyQueue> for Counter {
-    type Reply = u64;
-    fn handle_call(
-        &mut self,
-        q: EarlyReplyQueue,
-        from: &ReplyTo<u64>,
-        ctx: &mut Context<'_, Self>,
-    ) -> Option<u64> {
-        from.reply(self.counter);
-        ctx.emit_all(q.0);
-        None
-    }
-}
-
-impl HandleCall<StopCall> for Counter {
-    type Reply = ();
-    fn handle_call(
-        &mut self,
-        _: StopCall,
-        _: &ReplyTo<()>,
-        ctx: &mut Context<'_, Self>,
-    ) -> Option<()> {
-        ctx.stop(Reason::Shutdown);
-        Some(())
-    }
-}
-
-impl HandleCast<Queue> for Counter {
-    fn handle_cast(&mut self, q: Queue, ctx: &mut Context<'_, Self>) {
-        ctx.emit_all(q.0);
-    }
-}
-
-impl HandleInfo<Queue> for Counter {
-    fn handle_info(&mut self, q: Queue, ctx: &mut Context<'_, Self>) {
-        ctx.emit_all(q.0);
-    }
-}
-
-impl HandleInfo<&'static str> for Counter {
-    fn handle_info(&mut self, other: &'static str, _ctx: &mut Context<'_, Self>) {
-        self.send(Msg::Info(other));
-    }
-}
-
-// ----- DemandProducer, NothingProducer --------------------------------------------------
-
-/// `DemandProducer`: emits one event equal to each demand, records the demands.
-#[derive(Default)]
-pub struct DemandProducer {
-    pub past_demands: Vec<usize>,
-}
-
-impl Stage for DemandProducer {
-    type In = Never;
-    type Out = V;
-}
-
-impl Producer for DemandProducer {
-    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, Self>) {
-        ctx.emit(V::I(demand as u64));
-        self.past_demands.push(demand);
-    }
-}
-
-/// `NothingProducer`: never emits; reports each demand.
-pub struct NothingProducer(pub Sender<Msg>);
-
-impl Stage for NothingProducer {
-    type In = Never;
-    type Out = V;
-}
-
-impl Producer for NothingProducer {
-    fn handle_demand(&mut self, demand: usize, _ctx: &mut Context<'_, Self>) {
-        let _ = self.0.send(Msg::Demand(demand));
-    }
-}
-
-// ----- Doubler, Postponer, Discarder ------------------------------------------------------
-
-/// `Doubler`: a producer-consumer emitting every event twice.
-pub struct Doubler {
-    pub pid: Sender<Msg>,
-    /// What `handle_subscribe` returns (`:producer_consumer_demand`).
-    pub demand: Demand,
-}
-
-impl Doubler {
-    pub fn new(pid: Sender<Msg>) -> Doubler {
-        Doubler {
-            pid,
-            demand: Demand::Automatic,
-        }
-    }
-}
-
-impl Stage for Doubler {
-    type In = V;
-    type Out = V;
-
-    fn handle_subscribe(
-        &mut self,
-        peer: Peer,
-        _info: &SubscriptionInfo,
-        from: &SubscriptionRef,
-        _ctx: &mut Context<'_, Self>,
-    ) -> Result<Demand, Reason> {
-        let _ = self.pid.send(Msg::PcSubscribed(peer, from.clone()));
-        Ok(self.demand)
-    }
-
-    fn handle_cancel(
-        &mut self,
-        reason: CancelReason,
-        from: &SubscriptionRef,
-        _ctx: &mut Context<'_, Self>,
-    ) {
-        let _ = self.pid.send(Msg::PcCancelled(from.tag(), reason));
-    }
-}
-
-impl ProducerConsumer for Doubler {
-    fn handle_events(&mut self, events: Vec<V>, _: &SubscriptionRef, ctx: &mut Context<'_, Self>) {
-        let _ = self.pid.send(Msg::PcConsumed(events.clone()));
-        ctx.emit_all(events.into_iter().flat_map(|e| [e.clone(), e]));
-    }
-}
-
-impl HandleInfo<&'static str> for Doubler {
-    fn handle_info(&mut self, other: &'static str, _ctx: &mut Context<'_, Self>) {
-        let _ = self.pid.send(Msg::Info(other));
-    }
-}
-
-/// `Postponer`: returns nothing from `handle_events` and re-emits the events from
-/// `handle_info` (events emitted outside `handle_events`).
-pub struct Postponer(pub Sender<Msg>);
-
-/// `{:postponed, events}`, sent by the stage to itself.
-pub struct Postponed(pub Vec<V>);
-
-impl Stage for Postponer {
-    type In = V;
-    type Out = V;
-}
-
-impl ProducerConsumer for Postponer {
-    fn handle_events(&mut self, events: Vec<V>, _: &SubscriptionRef, ctx: &mut Context<'_, Self>) {
-        // `send(self(), {:postponed, events})`: a plain message, not queued behind the
-        // buffer.
-        let _ = ctx.myself().send_info(Postponed(events));
-    }
-}
-
-impl HandleInfo<Postponed> for Postponer {
-    fn handle_info(&mut self, p: Postponed, ctx: &mut Context<'_, Self>) {
-        let _ = self.0.send(Msg::Postponed(p.0.clone()));
-        ctx.emit_all(p.0);
-    }
-}
-
-/// `Discarder`: a producer-consumer that drops everything.
-pub struct Discarder(pub Sender<Msg>);
-
-impl Stage for Discarder {
-    type In = V;
-    type Out = V;
-}
-
-impl ProducerConsumer for Discarder {
-    fn handle_events(&mut self, events: Vec<V>, _: &SubscriptionRef, _ctx: &mut Context<'_, Self>) {
-        let _ = self.0.send(Msg::Discarded(events));
-    }
-}
-
-// ----- Sleeper, Forwarder -------------------------------------------------------------------
-
-/// `Sleeper`: a consumer that blocks inside its first `handle_events`
-/// (`Process.sleep(:infinity)`) until the test drops the returned waker, so that its
-/// thread ends with the test.
-pub struct Sleeper {
-    pid: Sender<Msg>,
-    wake: Receiver<()>,
-}
-
-impl Sleeper {
-    pub fn new(pid: Sender<Msg>) -> (Sleeper, Sender<()>) {
-        let (tx, rx) = crossbeam_channel::bounded(0);
-        (Sleeper { pid, wake: rx }, tx)
-    }
-}
-
-impl Stage for Sleeper {
-    type In = V;
-    type Out = Never;
-}
-
-impl Consumer for Sleeper {
-    fn handle_events(&mut self, events: Vec<V>, _: &SubscriptionRef, _ctx: &mut Context<'_, Self>) {
-        let _ = self.pid.send(Msg::Sleep(events));
-        let _ = self.wake.recv();
-    }
-}
-
-/// `Forwarder`: a consumer reporting everything to the test.
-pub struct Forwarder {
-    pub pid: Sender<Msg>,
-    /// What `handle_subscribe(:producer, ...)` returns (`:consumer_demand`).
-    pub demand: Demand,
-}
-
-impl Forwarder {
-    pub fn new(pid: Sender<Msg>) -> Forwarder {
-        Forwarder {
-            pid,
-            demand: Demand::Automatic,
-        }
-    }
-    pub fn manual(pid: Sender<Msg>) -> Forwarder {
-        Forwarder {
-            pid,
-            demand: Demand::Manual,
-        }
-    }
-}
-
-/// `{:ask, to, n}`: the forwarder asks on a manual subscription, from its own thread.
-pub struct AskCall(pub SubscriptionRef, pub usize);
-
-impl Stage for Forwarder {
-    type In = V;
-    type Out = Never;
-
-    fn handle_subscribe(
-        &mut self,
-        _peer: Peer,
-        _info: &SubscriptionInfo,
-        from: &SubscriptionRef,
-        _ctx: &mut Context<'_, Self>,
-    ) -> Result<Demand, Reason> {
-        let _ = self.pid.send(Msg::ConsumerSubscribed(from.clone()));
-        Ok(self.demand)
-    }
-
-    fn handle_cancel(
-        &mut self,
-        reason: CancelReason,
-        from: &SubscriptionRef,
-        _ctx: &mut Context<'_, Self>,
-    ) {
-        let _ = self.pid.send(Msg::ConsumerCancelled(from.tag(), reason));
-    }
-
-    fn terminate(&mut self, reason: &Reason) {
-        let _ = self.pid.send(Msg::Terminated(reason.clone()));
-    }
-}
-
-impl Consumer for Forwarder {
-    fn handle_events(&mut self, events: Vec<V>, _: &SubscriptionRef, _ctx: &mut Context<'_, Self>) {
-        let _ = self.pid.send(Msg::Consumed(events));
-    }
-}
-
-impl HandleCall<AskCall> for Forwarder {
-    type Reply = ();
-    fn handle_call(
-        &mut self,
-        a: AskCall,
-        _: &ReplyTo<()>,
-        _ctx: &mut Context<'_, Self>,
-    ) -> Option<()> {
-        a.0.ask(a.1);
-        Some(())
-    }
-}
-
-impl HandleInfo<&'static str> for Forwarder {
-    fn handle_info(&mut self, other: &'static str, _ctx: &mut Context<'_, Self>) {
-        let _ = self.pid.send(Msg::Info(other));
-    }
-}
-
-// ----- DiscardedBufferLogger ------------------------------------------------------------------
-
-/// `DiscardedBufferLogger`: a producer whose `format_discarded` logs its own line and
-/// returns `log_discarded`.
-pub struct DiscardedBufferLogger {
-    pub log_discarded: bool,
-    pub log: LogCapture,
-}
-
-impl Stage for DiscardedBufferLogger {
-    type In = Never;
-    type Out = V;
-
-    fn format_discarded(&mut self, discarded: usize) -> bool {
-        self.log.push(
-            Level::Info,
-            "DiscardedBufferLogger",
-            format!("DiscardedBufferLogger has discarded {discarded} events from buffer"),
-        );
-        self.log_discarded
-    }
-}
-
-impl Producer for DiscardedBufferLogger {
-    fn handle_demand(&mut self, _demand: usize, _ctx: &mut Context<'_, Self>) {}
-}
-
-impl HandleCall<Queue> for DiscardedBufferLogger {
-    type Reply = ();
-    fn handle_call(
-        &mut self,
-        q: Queue,
-        _: &ReplyTo<()>,
-        ctx: &mut Context<'_, Self>,
-    ) -> Option<()> {
-        ctx.emit_all(q.0);
-        Some(())
-    }
-}
-
-// ----- shorthands ----------------------------------------------------------------------------------
-
-pub fn sub(max: usize, min: usize) -> SubscribeOptions<V> {
-    SubscribeOptions::new().max_demand(max).min_demand(min)
-}
-
-pub fn producer<S: Producer<Out = V>>(s: S) -> StageRef<S> {
-    start_producer(s, ProducerOptions::new()).expect("producer starts")
-}
-
-pub fn consumer<S: Consumer<In = V>>(s: S) -> StageRef<S> {
-    start_consumer(s, ConsumerOptions::new()).expect("consumer starts")
+        .join_timeout(TIMEOUT)
+        .unwrap_or_else(|| panic!("{stage:?} did not exit within {TIMEOUT:?}"))
 }

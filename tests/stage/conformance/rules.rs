@@ -8,7 +8,7 @@
 //! dispatcher needs a `partition`). Every rule is checked through a manual-demand
 //! probe consumer ([`Probe`]), which asks exactly what the test asks and records every
 //! signal it receives. [`conformance_suite!`] expands to one `#[test]` per rule for a
-//! factory; `tests/conformance.rs` runs it against every built-in producer and
+//! factory; `tests/stage/conformance.rs` runs it against every built-in producer and
 //! dispatcher.
 //!
 //! Mapping of the rules onto GenStage's protocol: `onNext` is a message of events,
@@ -24,10 +24,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use stageflow::prelude::*;
 use stageflow::SourceRef;
 
-/// How long to wait for a signal that must come.
-pub const WAIT: Duration = Duration::from_secs(5);
-/// How long to watch for a signal that must not come.
-pub const QUIET: Duration = Duration::from_millis(150);
+pub use crate::support::{QUIET, TIMEOUT as WAIT};
 
 /// The events a producer under test emits: any iterator of `u64`.
 pub type Events = Box<dyn Iterator<Item = u64> + Send>;
