@@ -13,6 +13,7 @@ use dispatch::{Counter, Forwarder, Inbox, Msg, NothingProducer, Queue, Sleeper};
 use stageflow::dispatcher::{BroadcastDispatcher, Dispatcher, Probe, Received};
 use stageflow::log::LogSink;
 use stageflow::prelude::*;
+use stageflow::Source;
 
 type State = (Vec<(usize, Tag)>, usize, usize, usize);
 
@@ -324,47 +325,36 @@ fn with_shared_broadcast_demand() {
 /// subscriber" (A: the raw subscriber that never asks is a manual-demand consumer).
 #[test]
 fn with_shared_broadcast_demand_and_synchronizer_subscriber() {
-    let inbox = Inbox::new();
     let producer = start_producer(
         Counter(0),
         ProducerOptions::new().dispatcher(BroadcastDispatcher::new()),
     )
     .unwrap();
+    synchronizer_holds_back_until_cancelled(&producer, (1000..1010).collect());
+}
+
+/// "with shared (broadcast) demand and synchronizer subscriber", on a broadcasting
+/// `source` (a producer, or a producer-consumer): a subscriber that never asks holds
+/// the others back; once it is cancelled, both receive `want`.
+fn synchronizer_holds_back_until_cancelled(source: &impl Source<u64>, want: Vec<u64>) {
+    let inbox = Inbox::new();
     let sync = start_consumer(Forwarder::manual("sync", &inbox), ConsumerOptions::new()).unwrap();
     let stale = sync
         .subscribe(
-            &producer,
+            source,
             SubscribeOptions::new().cancel(CancelMode::Temporary),
         )
         .unwrap();
     let c1 = start_consumer(Forwarder::new("c1", &inbox), ConsumerOptions::new()).unwrap();
     let c2 = start_consumer(Forwarder::new("c2", &inbox), ConsumerOptions::new()).unwrap();
-    c1.subscribe(
-        &producer,
-        SubscribeOptions::new().max_demand(10).min_demand(0),
-    )
-    .unwrap();
-    c2.subscribe(
-        &producer,
-        SubscribeOptions::new().max_demand(20).min_demand(0),
-    )
-    .unwrap();
+    c1.subscribe(source, SubscribeOptions::new().max_demand(10).min_demand(0))
+        .unwrap();
+    c2.subscribe(source, SubscribeOptions::new().max_demand(20).min_demand(0))
+        .unwrap();
     inbox.refute_receive(|m| matches!(m, Msg::Consumed(..)));
     // Cancel the stale one (from outside, as the test sends the raw cancel).
     assert!(subscription_of(&sync, stale).cancel(Reason::Killed));
-    let mut seen = (false, false);
-    let want: Vec<u64> = (1000..1010).collect();
-    while !(seen.0 && seen.1) {
-        match inbox
-            .next(crate::support::TIMEOUT)
-            .expect("a message in time")
-        {
-            Msg::Consumed("c1", e) if e == want => seen.0 = true,
-            Msg::Consumed("c2", e) if e == want => seen.1 = true,
-            Msg::Consumed("sync", _) => panic!("the stale subscriber never asked"),
-            _ => {}
-        }
-    }
+    both_receive(&inbox, want);
 }
 
 /// A `SubscriptionRef` for a tag, obtained from the consumer's thread.
@@ -466,7 +456,6 @@ fn producer_consumer_with_shared_broadcast_demand() {
 /// synchronizer subscriber" (A: manual-demand consumer as the raw subscriber)
 #[test]
 fn producer_consumer_with_shared_broadcast_demand_and_synchronizer_subscriber() {
-    let inbox = Inbox::new();
     let producer = start_producer(Counter(0), ProducerOptions::new()).unwrap();
     let doubler = start_producer_consumer(
         dispatch::Doubler,
@@ -475,28 +464,7 @@ fn producer_consumer_with_shared_broadcast_demand_and_synchronizer_subscriber() 
             .subscribe_to(&producer, SubscribeOptions::new()),
     )
     .unwrap();
-    let sync = start_consumer(Forwarder::manual("sync", &inbox), ConsumerOptions::new()).unwrap();
-    let stale = sync
-        .subscribe(
-            &doubler,
-            SubscribeOptions::new().cancel(CancelMode::Temporary),
-        )
-        .unwrap();
-    let c1 = start_consumer(Forwarder::new("c1", &inbox), ConsumerOptions::new()).unwrap();
-    let c2 = start_consumer(Forwarder::new("c2", &inbox), ConsumerOptions::new()).unwrap();
-    c1.subscribe(
-        &doubler,
-        SubscribeOptions::new().max_demand(10).min_demand(0),
-    )
-    .unwrap();
-    c2.subscribe(
-        &doubler,
-        SubscribeOptions::new().max_demand(20).min_demand(0),
-    )
-    .unwrap();
-    inbox.refute_receive(|m| matches!(m, Msg::Consumed(..)));
-    assert!(subscription_of(&sync, stale).cancel(Reason::Killed));
-    both_receive(&inbox, doubled(200..205));
+    synchronizer_holds_back_until_cancelled(&doubler, doubled(200..205));
 }
 
 /// "demand" / "can be set to :accumulate via API using broadcast"

@@ -77,25 +77,77 @@ impl Stage for InitAs<P> {
 impl Producer for InitAs<P> {
     fn handle_demand(&mut self, _: usize, _: &mut Context<'_, Self>) {}
 }
-impl Stage for InitAs<C> {
-    type In = V;
-    type Out = Never;
-    fn init(&mut self, _ctx: &mut Context<'_, Self>) -> Init {
-        self.0.clone()
-    }
-}
-impl Consumer for InitAs<C> {
-    fn handle_events(&mut self, _: Vec<V>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {}
-}
-impl Stage for InitAs<PC> {
-    type In = V;
-    type Out = V;
-    fn init(&mut self, _ctx: &mut Context<'_, Self>) -> Init {
-        self.0.clone()
-    }
-}
-impl ProducerConsumer for InitAs<PC> {
-    fn handle_events(&mut self, _: Vec<V>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {}
+/// The tests that the original writes twice, for a consumer and for the consumer side of
+/// a producer-consumer, written once. For the kind `$kind` (a stage of role `$role`
+/// whose output is `$out`, started by `$start` with `$options`), this defines:
+/// `InitAs<$kind>`; `$refuser`, whose `handle_subscribe` refuses with a reason; and the
+/// tests `$init` ("init/1": `:ignore` and `{:stop, reason}`) and `$invalid_demand`
+/// ("handle_subscribe/4 with invalid demand": the refusal stops the stage with its
+/// reason), under the original names.
+macro_rules! consumer_side_twins {
+    (
+        kind: $kind:ident,
+        role: $role:ident,
+        out: $out:ty,
+        start: $start:ident,
+        options: $options:ident,
+        refuser: $refuser:ident,
+        init: $init:ident,
+        invalid_demand: $invalid_demand:ident $(,)?
+    ) => {
+        impl Stage for InitAs<$kind> {
+            type In = V;
+            type Out = $out;
+            fn init(&mut self, _ctx: &mut Context<'_, Self>) -> Init {
+                self.0.clone()
+            }
+        }
+        impl $role for InitAs<$kind> {
+            fn handle_events(&mut self, _: Vec<V>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {
+            }
+        }
+
+        #[test]
+        fn $init() {
+            let r = $start(init_as::<$kind>(Init::Ignore), $options::new());
+            assert_eq!(r.unwrap_err(), StartError::Ignored);
+            let r = $start(
+                init_as::<$kind>(Init::Stop(Reason::custom("oops"))),
+                $options::new(),
+            );
+            assert_eq!(r.unwrap_err(), StartError::Stopped(Reason::custom("oops")));
+        }
+
+        /// A stage whose `handle_subscribe` refuses with a reason.
+        struct $refuser;
+        impl Stage for $refuser {
+            type In = V;
+            type Out = $out;
+            fn handle_subscribe(
+                &mut self,
+                _: Peer,
+                _: &SubscriptionInfo,
+                _: &SubscriptionRef,
+                _: &mut Context<'_, Self>,
+            ) -> Result<Demand, Reason> {
+                Err(Reason::BadReturn("unknown".into()))
+            }
+        }
+        impl $role for $refuser {
+            fn handle_events(&mut self, _: Vec<V>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {
+            }
+        }
+
+        #[test]
+        fn $invalid_demand() {
+            let producer = producer(Counter::new(0));
+            let consumer = $start($refuser, $options::new()).unwrap();
+            consumer
+                .async_subscribe(&producer, SubscribeOptions::new())
+                .unwrap();
+            assert_eq!(exit_reason(&consumer), Reason::BadReturn("unknown".into()));
+        }
+    };
 }
 
 // ----- describe "producer callbacks" -------------------------------------------------------------
@@ -288,15 +340,15 @@ fn producer_callbacks_terminate_2() {
 
 // ----- describe "consumer callbacks" ----------------------------------------------------------------
 
-#[test]
-fn consumer_callbacks_init_1() {
-    let r = start_consumer(init_as::<C>(Init::Ignore), ConsumerOptions::new());
-    assert_eq!(r.unwrap_err(), StartError::Ignored);
-    let r = start_consumer(
-        init_as::<C>(Init::Stop(Reason::custom("oops"))),
-        ConsumerOptions::new(),
-    );
-    assert_eq!(r.unwrap_err(), StartError::Stopped(Reason::custom("oops")));
+consumer_side_twins! {
+    kind: C,
+    role: Consumer,
+    out: Never,
+    start: start_consumer,
+    options: ConsumerOptions,
+    refuser: Refuser,
+    init: consumer_callbacks_init_1,
+    invalid_demand: consumer_callbacks_handle_subscribe_4_with_invalid_demand,
 }
 
 #[test]
@@ -310,136 +362,44 @@ fn consumer_callbacks_handle_subscribe_4() {
     assert_receive!(inbox, Msg::ConsumerSubscribed(s) if s.tag() == tag);
 }
 
-/// A consumer whose `handle_subscribe` refuses with a reason.
-struct Refuser;
-impl Stage for Refuser {
-    type In = V;
-    type Out = Never;
-    fn handle_subscribe(
-        &mut self,
-        _: Peer,
-        _: &SubscriptionInfo,
-        _: &SubscriptionRef,
-        _: &mut Context<'_, Self>,
-    ) -> Result<Demand, Reason> {
-        Err(Reason::BadReturn("unknown".into()))
-    }
-}
-impl Consumer for Refuser {
-    fn handle_events(&mut self, _: Vec<V>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {}
-}
-
-#[test]
-fn consumer_callbacks_handle_subscribe_4_with_invalid_demand() {
-    let producer = producer(Counter::new(0));
-    let consumer = consumer(Refuser);
-    consumer
-        .async_subscribe(&producer, SubscribeOptions::new())
-        .unwrap();
-    assert_eq!(exit_reason(&consumer), Reason::BadReturn("unknown".into()));
-}
+// The "handle_cancel/3" tests of a consumer and of a producer-consumer's consumer side
+// are one scenario each, run on either kind (`ConsumerSide`, below).
 
 #[test]
 fn consumer_callbacks_handle_cancel_3_with_temporary_subscription() {
-    let inbox = Inbox::new();
-    let producer = producer(Counter::new(0));
-    let consumer = consumer(Forwarder::new(inbox.tx()));
-    let tag = consumer
-        .subscribe(
-            &producer,
-            SubscribeOptions::new().cancel(CancelMode::Temporary),
-        )
-        .unwrap();
-    subscribed(&inbox, tag).cancel(Reason::custom("oops"));
-    assert_receive!(
-        inbox,
-        Msg::ConsumerCancelled(t, CancelReason::Cancel(r)) if *t == tag && *r == Reason::custom("oops")
-    );
-    assert!(consumer.join_timeout(QUIET).is_none());
+    cancel_keeps_stage::<Forwarder>(CancelMode::Temporary, Reason::custom("oops"));
 }
 
 #[test]
 fn consumer_callbacks_handle_cancel_3_with_normal_transient_subscription() {
-    let inbox = Inbox::new();
-    let producer = producer(Counter::new(0));
-    let consumer = consumer(Forwarder::new(inbox.tx()));
-    let tag = consumer
-        .subscribe(
-            &producer,
-            SubscribeOptions::new().cancel(CancelMode::Transient),
-        )
-        .unwrap();
-    subscribed(&inbox, tag).cancel(Reason::Normal);
-    assert_receive!(
-        inbox,
-        Msg::ConsumerCancelled(t, CancelReason::Cancel(Reason::Normal)) if *t == tag
-    );
-    assert!(consumer.join_timeout(QUIET).is_none());
-}
-
-fn cancel_stops_consumer(mode: CancelMode) {
-    let inbox = Inbox::new();
-    let producer = producer(Counter::new(0));
-    let consumer = start_consumer(
-        Forwarder::new(inbox.tx()),
-        ConsumerOptions::new().log(LogCapture::new().sink()),
-    )
-    .unwrap();
-    let tag = consumer
-        .subscribe(&producer, SubscribeOptions::new().cancel(mode))
-        .unwrap();
-    subscribed(&inbox, tag).cancel(test_process());
-    assert_receive!(
-        inbox,
-        Msg::ConsumerCancelled(t, CancelReason::Cancel(r)) if *t == tag && *r == test_process()
-    );
-    assert_eq!(exit_reason(&consumer), test_process());
+    cancel_keeps_stage::<Forwarder>(CancelMode::Transient, Reason::Normal);
 }
 
 #[test]
 fn consumer_callbacks_handle_cancel_3_with_non_normal_transient_subscription() {
-    cancel_stops_consumer(CancelMode::Transient);
+    cancel_stops_stage::<Forwarder>(CancelMode::Transient);
 }
 
 #[test]
 fn consumer_callbacks_handle_cancel_3_with_permanent_subscription() {
-    cancel_stops_consumer(CancelMode::Permanent);
-}
-
-fn producer_killed(mode: CancelMode) -> (StageRef<Forwarder>, Inbox) {
-    let inbox = Inbox::new();
-    let producer = producer(Counter::new(0));
-    let consumer = start_consumer(
-        Forwarder::new(inbox.tx()),
-        ConsumerOptions::new().log(LogCapture::new().sink()),
-    )
-    .unwrap();
-    let tag = consumer
-        .subscribe(&producer, SubscribeOptions::new().cancel(mode))
-        .unwrap();
-    producer.kill();
-    assert_receive!(
-        inbox,
-        Msg::ConsumerCancelled(t, CancelReason::Down(Reason::Killed)) if *t == tag
-    );
-    (consumer, inbox)
+    cancel_stops_stage::<Forwarder>(CancelMode::Permanent);
 }
 
 #[test]
 fn consumer_callbacks_handle_cancel_3_on_producer_down_with_temporary_subscription() {
-    let (consumer, _inbox) = producer_killed(CancelMode::Temporary);
+    let consumer = producer_down::<Forwarder>(CancelMode::Temporary, Reason::Killed);
     assert!(consumer.join_timeout(QUIET).is_none());
 }
 
 #[test]
 fn consumer_callbacks_handle_cancel_3_on_producer_down_with_transient_subscription() {
-    let (consumer, _inbox) = producer_killed(CancelMode::Transient);
+    let consumer = producer_down::<Forwarder>(CancelMode::Transient, Reason::Killed);
     assert_eq!(exit_reason(&consumer), Reason::Killed);
 }
 
 #[test]
 fn consumer_callbacks_handle_cancel_3_on_producer_down_with_permanent_subscription() {
-    let (consumer, _inbox) = producer_killed(CancelMode::Permanent);
+    let consumer = producer_down::<Forwarder>(CancelMode::Permanent, Reason::Killed);
     assert_eq!(exit_reason(&consumer), Reason::Killed);
 }
 
@@ -469,15 +429,15 @@ fn doubler(inbox: &Inbox) -> StageRef<Doubler> {
     .unwrap()
 }
 
-#[test]
-fn producer_consumer_callbacks_init_1() {
-    let r = start_producer_consumer(init_as::<PC>(Init::Ignore), ProducerConsumerOptions::new());
-    assert_eq!(r.unwrap_err(), StartError::Ignored);
-    let r = start_producer_consumer(
-        init_as::<PC>(Init::Stop(Reason::custom("oops"))),
-        ProducerConsumerOptions::new(),
-    );
-    assert_eq!(r.unwrap_err(), StartError::Stopped(Reason::custom("oops")));
+consumer_side_twins! {
+    kind: PC,
+    role: ProducerConsumer,
+    out: V,
+    start: start_producer_consumer,
+    options: ProducerConsumerOptions,
+    refuser: PcRefuser,
+    init: producer_consumer_callbacks_init_1,
+    invalid_demand: producer_consumer_callbacks_consumer_handle_subscribe_4_with_invalid_demand,
 }
 
 #[test]
@@ -561,133 +521,137 @@ fn producer_consumer_callbacks_consumer_handle_subscribe_4() {
     pc_subscribed(&inbox, Peer::Producer, tag);
 }
 
-/// A producer-consumer whose `handle_subscribe` refuses with a reason.
-struct PcRefuser;
-impl Stage for PcRefuser {
-    type In = V;
-    type Out = V;
-    fn handle_subscribe(
-        &mut self,
-        _: Peer,
-        _: &SubscriptionInfo,
-        _: &SubscriptionRef,
-        _: &mut Context<'_, Self>,
-    ) -> Result<Demand, Reason> {
-        Err(Reason::BadReturn("unknown".into()))
-    }
-}
-impl ProducerConsumer for PcRefuser {
-    fn handle_events(&mut self, _: Vec<V>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {}
-}
-
-#[test]
-fn producer_consumer_callbacks_consumer_handle_subscribe_4_with_invalid_demand() {
-    let producer = producer(Counter::new(0));
-    let consumer = start_producer_consumer(PcRefuser, ProducerConsumerOptions::new()).unwrap();
-    consumer
-        .async_subscribe(&producer, SubscribeOptions::new())
-        .unwrap();
-    assert_eq!(exit_reason(&consumer), Reason::BadReturn("unknown".into()));
-}
-
-/// A producer, a doubler with a forwarder downstream, and the doubler subscribed to the
-/// producer with `mode`.
-fn pc_chain(
-    inbox: &Inbox,
-    mode: CancelMode,
-) -> (
-    StageRef<Counter>,
-    StageRef<Doubler>,
-    StageRef<Forwarder>,
-    Tag,
-) {
-    let producer = producer(Counter::new(0));
-    let pc = doubler(inbox);
-    let forwarder = start_consumer(
-        Forwarder::new(inbox.tx()),
-        ConsumerOptions::new()
-            .subscribe_to(&pc, SubscribeOptions::new())
-            .log(LogCapture::new().sink()),
-    )
-    .unwrap();
-    let tag = pc
-        .subscribe(&producer, SubscribeOptions::new().cancel(mode))
-        .unwrap();
-    (producer, pc, forwarder, tag)
-}
-
 #[test]
 fn producer_consumer_callbacks_consumer_handle_cancel_3_with_temporary_subscription() {
-    let inbox = Inbox::new();
-    let (_p, pc, _f, tag) = pc_chain(&inbox, CancelMode::Temporary);
-    pc_subscribed(&inbox, Peer::Producer, tag).cancel(Reason::custom("oops"));
-    assert_receive!(
-        inbox,
-        Msg::PcCancelled(t, CancelReason::Cancel(r)) if *t == tag && *r == Reason::custom("oops")
-    );
-    assert!(pc.join_timeout(QUIET).is_none());
+    cancel_keeps_stage::<Doubler>(CancelMode::Temporary, Reason::custom("oops"));
 }
 
 #[test]
 fn producer_consumer_callbacks_consumer_handle_cancel_3_with_permanent_subscription() {
-    let inbox = Inbox::new();
-    let (_p, pc, _f, tag) = pc_chain(&inbox, CancelMode::Permanent);
-    pc_subscribed(&inbox, Peer::Producer, tag).cancel(test_process());
-    assert_receive!(
-        inbox,
-        Msg::PcCancelled(t, CancelReason::Cancel(r)) if *t == tag && *r == test_process()
-    );
-    assert_eq!(exit_reason(&pc), test_process());
+    cancel_stops_stage::<Doubler>(CancelMode::Permanent);
 }
 
 #[test]
 fn producer_consumer_callbacks_consumer_handle_cancel_3_on_producer_down_with_temporary_subscription(
 ) {
-    let inbox = Inbox::new();
-    let (producer, pc, _f, tag) = pc_chain(&inbox, CancelMode::Temporary);
-    producer.kill();
-    assert_receive!(
-        inbox,
-        Msg::PcCancelled(t, CancelReason::Down(Reason::Killed)) if *t == tag
-    );
+    let pc = producer_down::<Doubler>(CancelMode::Temporary, Reason::Killed);
     assert!(pc.join_timeout(QUIET).is_none());
 }
 
 #[test]
 fn producer_consumer_callbacks_consumer_handle_cancel_3_on_producer_normal_down_with_transient_subscription(
 ) {
-    let inbox = Inbox::new();
-    let (producer, pc, _f, tag) = pc_chain(&inbox, CancelMode::Transient);
-    producer.stop(Reason::Shutdown).unwrap();
-    assert_receive!(
-        inbox,
-        Msg::PcCancelled(t, CancelReason::Down(Reason::Shutdown)) if *t == tag
-    );
+    let pc = producer_down::<Doubler>(CancelMode::Transient, Reason::Shutdown);
     assert!(pc.join_timeout(QUIET).is_none());
 }
 
 #[test]
 fn producer_consumer_callbacks_consumer_handle_cancel_3_on_producer_non_normal_down_with_transient_subscription(
 ) {
-    let inbox = Inbox::new();
-    let (producer, pc, _f, tag) = pc_chain(&inbox, CancelMode::Transient);
-    producer.kill();
-    assert_receive!(
-        inbox,
-        Msg::PcCancelled(t, CancelReason::Down(Reason::Killed)) if *t == tag
-    );
+    let pc = producer_down::<Doubler>(CancelMode::Transient, Reason::Killed);
     assert_eq!(exit_reason(&pc), Reason::Killed);
 }
 
 #[test]
 fn producer_consumer_callbacks_consumer_handle_cancel_3_on_producer_down_with_permanent_subscription(
 ) {
-    let inbox = Inbox::new();
-    let (producer, pc, _f, tag) = pc_chain(&inbox, CancelMode::Permanent);
-    producer.kill();
-    assert_receive!(
-        inbox,
-        Msg::PcCancelled(t, CancelReason::Down(Reason::Killed)) if *t == tag
-    );
+    let pc = producer_down::<Doubler>(CancelMode::Permanent, Reason::Killed);
     assert_eq!(exit_reason(&pc), Reason::Killed);
+}
+
+// ----- the consumer side, for either kind ---------------------------------------------------
+
+/// A stage with a consumer side under test: a consumer (`Forwarder`), or a
+/// producer-consumer (`Doubler`, with a forwarder downstream).
+trait ConsumerSide: Stage<In = V> + Sized {
+    /// Starts the stage (its log captured) and subscribes it to a fresh counter with
+    /// `mode`: the counter, the stage and the subscription's tag.
+    fn chain(inbox: &Inbox, mode: CancelMode) -> (StageRef<Counter>, StageRef<Self>, Tag);
+    /// The stage's `SubscriptionRef` for `tag`, from its `handle_subscribe` report.
+    fn subscribed(inbox: &Inbox, tag: Tag) -> SubscriptionRef;
+    /// Whether `m` is the stage's `handle_cancel` report for `tag` with `why`.
+    fn cancelled(m: &Msg, tag: Tag, why: &CancelReason) -> bool;
+}
+
+impl ConsumerSide for Forwarder {
+    fn chain(inbox: &Inbox, mode: CancelMode) -> (StageRef<Counter>, StageRef<Self>, Tag) {
+        let producer = producer(Counter::new(0));
+        let consumer = start_consumer(
+            Forwarder::new(inbox.tx()),
+            ConsumerOptions::new().log(LogCapture::new().sink()),
+        )
+        .unwrap();
+        let tag = consumer
+            .subscribe(&producer, SubscribeOptions::new().cancel(mode))
+            .unwrap();
+        (producer, consumer, tag)
+    }
+    fn subscribed(inbox: &Inbox, tag: Tag) -> SubscriptionRef {
+        subscribed(inbox, tag)
+    }
+    fn cancelled(m: &Msg, tag: Tag, why: &CancelReason) -> bool {
+        matches!(m, Msg::ConsumerCancelled(t, r) if *t == tag && r == why)
+    }
+}
+
+impl ConsumerSide for Doubler {
+    /// A producer, a doubler with a forwarder downstream, and the doubler subscribed to
+    /// the producer with `mode`.
+    fn chain(inbox: &Inbox, mode: CancelMode) -> (StageRef<Counter>, StageRef<Self>, Tag) {
+        let producer = producer(Counter::new(0));
+        let pc = doubler(inbox);
+        let _forwarder = start_consumer(
+            Forwarder::new(inbox.tx()),
+            ConsumerOptions::new()
+                .subscribe_to(&pc, SubscribeOptions::new())
+                .log(LogCapture::new().sink()),
+        )
+        .unwrap();
+        let tag = pc
+            .subscribe(&producer, SubscribeOptions::new().cancel(mode))
+            .unwrap();
+        (producer, pc, tag)
+    }
+    fn subscribed(inbox: &Inbox, tag: Tag) -> SubscriptionRef {
+        pc_subscribed(inbox, Peer::Producer, tag)
+    }
+    fn cancelled(m: &Msg, tag: Tag, why: &CancelReason) -> bool {
+        matches!(m, Msg::PcCancelled(t, r) if *t == tag && r == why)
+    }
+}
+
+/// Cancelling the subscription with `reason` reaches `handle_cancel`; the stage lives on.
+fn cancel_keeps_stage<S: ConsumerSide>(mode: CancelMode, reason: Reason) {
+    let inbox = Inbox::new();
+    let (_producer, stage, tag) = S::chain(&inbox, mode);
+    S::subscribed(&inbox, tag).cancel(reason.clone());
+    let why = CancelReason::Cancel(reason);
+    assert_receive!(inbox, m if S::cancelled(m, tag, &why));
+    assert!(stage.join_timeout(QUIET).is_none());
+}
+
+/// Cancelling the subscription with a non-normal reason reaches `handle_cancel`, then
+/// stops the stage with that reason.
+fn cancel_stops_stage<S: ConsumerSide>(mode: CancelMode) {
+    let inbox = Inbox::new();
+    let (_producer, stage, tag) = S::chain(&inbox, mode);
+    S::subscribed(&inbox, tag).cancel(test_process());
+    let why = CancelReason::Cancel(test_process());
+    assert_receive!(inbox, m if S::cancelled(m, tag, &why));
+    assert_eq!(exit_reason(&stage), test_process());
+}
+
+/// The producer goes down with `reason` (killed, or stopped): `handle_cancel` learns
+/// it. Returns the stage, whose fate depends on `mode`.
+fn producer_down<S: ConsumerSide>(mode: CancelMode, reason: Reason) -> StageRef<S> {
+    let inbox = Inbox::new();
+    let (producer, stage, tag) = S::chain(&inbox, mode);
+    if reason == Reason::Killed {
+        producer.kill();
+    } else {
+        producer.stop(reason.clone()).unwrap();
+    }
+    let why = CancelReason::Down(reason);
+    assert_receive!(inbox, m if S::cancelled(m, tag, &why));
+    stage
 }
