@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::stage::{Kind, Reason};
+// Only the leaf vocabulary module: the stage files import this one.
+use crate::stage::reason::{Kind, Reason};
 
 /// What was being done when a stage turned out not to be alive.
 ///

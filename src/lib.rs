@@ -144,6 +144,7 @@
 
 pub mod error;
 pub mod flow;
+mod panic;
 pub mod pipeline;
 pub mod stage;
 

@@ -48,13 +48,7 @@ pub enum FlowError {
 
 /// Turns a caught panic payload into its message.
 pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_string()
-    }
+    crate::panic::message(payload.as_ref()).to_string()
 }
 
 pub(crate) fn invalid(

@@ -1,4 +1,5 @@
-//! The consumer side of the loop.
+//! The consumer side of the loop: subscribing to producers, splitting their events
+//! into batches by the demand rule, and reacting to their cancels.
 
 use std::sync::Arc;
 
@@ -25,8 +26,6 @@ pub(super) struct ProducerEntry {
 }
 
 impl<S: Stage> Runtime<S> {
-    // ----- consumer side -----------------------------------------------------------
-
     /// Subscribes to `producer` (GenStage's `consumer_subscribe`): register, send the
     /// subscribe message, `handle_subscribe(Producer)`, then the initial ask.
     pub(crate) fn consumer_subscribe(

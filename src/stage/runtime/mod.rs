@@ -5,6 +5,21 @@
 //! (`docs/DESIGN.md` describes them): the consumer's batch split and re-ask rule, the
 //! producer's buffer-first demand handling, accumulate/forward replay, and the
 //! producer-consumer's input queue processed only while downstream demand lasts.
+//!
+//! The files follow the roles, since every message belongs to one side of a
+//! subscription:
+//!
+//! - this file: the stage's thread (`start`), the loop over the mailbox (`run`,
+//!   `handle`), running user callbacks (`invoke`), exit, and calls, casts and infos;
+//! - `producer.rs`: the side that has consumers: their subscriptions, asks and
+//!   cancels, the dispatcher, the buffer and accumulate/forward demand;
+//! - `consumer.rs`: the side that has producers: subscribing, the demand rule that
+//!   splits incoming events into batches, and cancels from producers;
+//! - `producer_consumer.rs`: the input queue a producer-consumer only works through
+//!   while its consumers have demand.
+//!
+//! A producer-consumer runs the code of both sides; `Kind` picks the path where they
+//! differ.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -128,19 +143,13 @@ pub(crate) struct Runtime<S: Stage> {
     deferred_stop: Option<Reason>,
 }
 
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> Arc<str> {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        Arc::from(*s)
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        Arc::from(s.as_str())
-    } else {
-        Arc::from("non-string panic payload")
-    }
-}
-
 fn internal_panic(payload: Box<dyn std::any::Any + Send>) -> Reason {
     Reason::Panic(Arc::from(
-        format!("stageflow engine: {}", panic_message(payload)).as_str(),
+        format!(
+            "stageflow engine: {}",
+            crate::panic::message(payload.as_ref())
+        )
+        .as_str(),
     ))
 }
 
@@ -299,7 +308,9 @@ impl<S: Stage> Runtime<S> {
                 // Events emitted by a callback that crashed are not dispatched, as in
                 // GenStage, where a crashed callback returns nothing.
                 self.out.clear();
-                self.stop = Some(Reason::Panic(panic_message(payload)));
+                self.stop = Some(Reason::Panic(Arc::from(crate::panic::message(
+                    payload.as_ref(),
+                ))));
                 None
             }
         }
@@ -400,7 +411,10 @@ impl<S: Stage> Runtime<S> {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| stage.terminate(&r))) {
                 self.log.log(
                     Level::Error,
-                    format!("terminate panicked: {}", panic_message(payload)),
+                    format!(
+                        "terminate panicked: {}",
+                        crate::panic::message(payload.as_ref())
+                    ),
                 );
             }
         }

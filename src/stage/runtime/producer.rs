@@ -1,4 +1,5 @@
-//! The producer side of the loop.
+//! The producer side of the loop: consumers subscribe, ask and cancel; events go
+//! through the dispatcher, or into the buffer when nobody asked for them.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -121,8 +122,6 @@ impl<S: Stage> Runtime<S> {
     pub(crate) fn buffered_count(&self) -> usize {
         self.buffer.len()
     }
-
-    // ----- producer side -----------------------------------------------------------
 
     pub(super) fn producer_subscribe(&mut self, mut msg: SubscribeMsg<S::Out>) {
         msg.guard.defuse();

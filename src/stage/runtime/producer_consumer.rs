@@ -1,4 +1,5 @@
-//! The producer-consumer's input queue.
+//! The producer-consumer's input queue: events, infos and cancels from upstream wait
+//! here until downstream demand lets them through.
 
 use super::super::reason::{CancelReason, Tag};
 use super::super::Stage;
