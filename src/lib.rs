@@ -148,7 +148,7 @@ mod panic;
 pub mod pipeline;
 pub mod stage;
 
-pub use error::{CallError, NotAlive, OptionsError, StartError, SubscribeError};
+pub use error::{CallError, NotAlive, OptionsError, SendError, StartError, SubscribeError};
 pub use stage::dispatcher;
 pub use stage::log;
 pub use stage::{

@@ -566,14 +566,9 @@ where
         let source = source.clone();
         Outcomes {
             report: Arc::new(move |outcome| {
-                // A cast fails only when the stage is gone; it then dropped the
-                // message, so rebuild nothing: hand back what we can.
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                let sent = source.cast(Carry(outcome, tx));
-                match sent {
-                    Ok(()) => Ok(()),
-                    Err(_) => Err(rx.try_recv().unwrap_or(Outcome::Done(0))),
-                }
+                // A cast fails only when the stage is gone, and then hands the
+                // message back.
+                source.cast(Carry(outcome)).map_err(|e| e.into_inner().0)
             }),
         }
     }
@@ -672,22 +667,12 @@ where
     }
 }
 
-/// An outcome on its way to the source, with a way back if it cannot be delivered.
-pub struct Carry<T, E>(Outcome<T, E>, Sender<Outcome<T, E>>);
+/// An outcome on its way to the source.
+pub struct Carry<T, E>(Outcome<T, E>);
 
 impl<T, E> fmt::Debug for Carry<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Carry")
-    }
-}
-
-impl<T, E> Drop for Carry<T, E> {
-    fn drop(&mut self) {
-        // Dropped unread (the source exited): send the outcome back to the reporter.
-        let outcome = std::mem::replace(&mut self.0, Outcome::Done(0));
-        if !matches!(outcome, Outcome::Done(0)) {
-            let _ = self.1.try_send(outcome);
-        }
     }
 }
 
@@ -738,8 +723,8 @@ where
     I::Item: Send + 'static,
     E: Send + 'static,
 {
-    fn handle_cast(&mut self, mut carry: Carry<I::Item, E>, ctx: &mut Context<'_, Self>) {
-        match std::mem::replace(&mut carry.0, Outcome::Done(0)) {
+    fn handle_cast(&mut self, carry: Carry<I::Item, E>, ctx: &mut Context<'_, Self>) {
+        match carry.0 {
             Outcome::Done(n) => {
                 self.in_flight = self.in_flight.saturating_sub(n);
                 self.stats.inner.done.fetch_add(n, Ordering::Relaxed);

@@ -64,6 +64,13 @@ use super::Stage;
 /// infos, subscription requests, demand-mode switches).
 pub(crate) type Exec<S> = Box<dyn FnOnce(&mut Runtime<S>) + Send>;
 
+/// A user's message (cast or info) that is handed back to the sender when the stage
+/// is gone: unlike a closure, it can be turned back into its concrete type.
+pub(crate) trait Deliver<S: Stage>: Send {
+    fn deliver(self: Box<Self>, rt: &mut Runtime<S>);
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
 pub(crate) enum Mail<S: Stage> {
     /// A consumer subscribes to us.
     Subscribe(Box<SubscribeMsg<S::Out>>),
@@ -90,6 +97,7 @@ pub(crate) enum Mail<S: Stage> {
     /// A dispatcher releases an info marker.
     ReleaseInfo(u64),
     Exec(Exec<S>),
+    Deliver(Box<dyn Deliver<S>>),
 }
 
 pub(crate) struct SubscribeMsg<T> {

@@ -209,6 +209,7 @@ pub struct ChildCounts {
 
 /// Why [`terminate_child`](StageRef::terminate_child) failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TerminateChildError {
     /// No such job (it ended, or was terminated already).
     #[error("not found")]

@@ -230,7 +230,7 @@ pub(crate) fn start<S: Stage>(
             drop(unread);
             drop(closed);
         })
-        .map_err(|e| StartError::Spawn(e.to_string()))?;
+        .map_err(StartError::Spawn)?;
     *me.shared.thread.lock() = Some(handle);
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(me),
@@ -400,6 +400,7 @@ impl<S: Stage> Runtime<S> {
                 }
             }
             Mail::Exec(f) => f(self),
+            Mail::Deliver(m) => m.deliver(self),
         }
     }
 
