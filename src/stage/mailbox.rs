@@ -269,6 +269,22 @@ impl<T> MailQueue<T> {
         self.queued.store(false, Ordering::Relaxed);
     }
 
+    /// [`recv_all`](Self::recv_all) for a stage with a timer armed: waits until
+    /// something is queued or `deadline` passes, without spinning (the timer, not a
+    /// message, is usually what comes next). Returns at once if something is queued.
+    pub(crate) fn recv_all_until(&self, batch: &mut VecDeque<T>, deadline: std::time::Instant) {
+        let mut state = self.state.lock();
+        while state.items.is_empty() {
+            state.sleeping = true;
+            if self.wake.wait_until(&mut state, deadline).timed_out() {
+                break;
+            }
+        }
+        state.sleeping = false;
+        std::mem::swap(&mut state.items, batch);
+        self.queued.store(false, Ordering::Relaxed);
+    }
+
     /// Closes the queue: later sends fail. What was queued is returned, to be dropped
     /// by the caller outside the lock (dropping a message may send messages).
     pub(crate) fn close(&self) -> VecDeque<T> {

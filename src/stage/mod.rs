@@ -45,7 +45,7 @@ mod supervisor;
 mod topology;
 
 pub use buffer::{BufferKeep, BufferSize};
-pub use context::Context;
+pub use context::{Context, TimerRef};
 pub use handle::{ReplyTo, Source, SourceRef, StageMetrics, StageRef};
 pub use iter::{
     from_iter, stream, FromIterOptions, IterProducer, OnCancel, StageStream, StreamError,

@@ -46,10 +46,12 @@ use super::{
 mod consumer;
 mod producer;
 mod producer_consumer;
+mod timers;
 
 use consumer::ProducerEntry;
 use producer::{Accumulated, ConsumerEntry};
 use producer_consumer::Queued;
+pub(crate) use timers::Timers;
 
 /// Messages of at most this many events (or asks for at most this many) count as
 /// little work; see `Runtime::handle`.
@@ -132,6 +134,8 @@ pub(crate) struct Runtime<S: Stage> {
     buffer: Buffer<S::Out>,
     accumulate: Option<VecDeque<Accumulated<S::Out>>>,
     infos: HashMap<u64, InfoFn<S>>,
+    /// `Context::send_after` messages; the loop waits no longer than the earliest.
+    timers: Timers<S>,
     // Consumer side.
     producers: HashMap<Tag, ProducerEntry>,
     /// Producer-consumer input waiting for downstream demand. Bounded by the
@@ -282,6 +286,7 @@ impl<S: Stage> Runtime<S> {
                 _ => None,
             },
             infos: HashMap::new(),
+            timers: Timers::new(),
             producers: HashMap::new(),
             queue: VecDeque::new(),
             counter: 0,
@@ -300,6 +305,7 @@ impl<S: Stage> Runtime<S> {
             stop: &mut self.stop,
             me: &self.me,
             log: &self.log,
+            timers: &mut self.timers,
         };
         let stage = &mut self.stage;
         match catch_unwind(AssertUnwindSafe(|| f(stage, &mut ctx))) {
@@ -369,9 +375,20 @@ impl<S: Stage> Runtime<S> {
     /// `batch`.
     fn run(&mut self, queue: &MailQueue<Mail<S>>, batch: &mut VecDeque<Mail<S>>) -> Reason {
         loop {
-            queue.recv_all(batch, self.spin_next);
+            match self.timers.next_deadline() {
+                None => queue.recv_all(batch, self.spin_next),
+                Some(deadline) => queue.recv_all_until(batch, deadline),
+            }
             while let Some(mail) = batch.pop_front() {
                 self.handle(mail);
+                if let Some(reason) = self.stop.take() {
+                    return reason;
+                }
+            }
+            // Timers due now run after the mail that arrived before them.
+            let now = std::time::Instant::now();
+            while let Some(f) = self.timers.pop_due(now) {
+                self.run_info(f);
                 if let Some(reason) = self.stop.take() {
                     return reason;
                 }
@@ -434,6 +451,7 @@ impl<S: Stage> Runtime<S> {
         }
         self.queue.clear();
         self.infos.clear();
+        self.timers.clear();
         self.me.shared.set_exit(reason);
     }
 
