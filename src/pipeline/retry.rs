@@ -24,12 +24,11 @@ use crossbeam_channel::Sender;
 
 use crate::error::{OptionsError, StartError};
 use crate::stage::{
-    start_producer, Context, HandleCast, HandleInfo, Init, Never, Producer, ProducerOptions,
-    Reason, Stage, StageRef,
+    start_producer, Context, HandleCast, HandleInfo, Never, Producer, ProducerOptions, Reason,
+    Stage, StageRef,
 };
 
 use super::drain::Halt;
-use super::timer::Timer;
 
 /// Why a policy stopped retrying an event.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -435,7 +434,7 @@ impl<T> Ord for Due<T> {
     }
 }
 
-/// The timer's wake-up.
+/// The timer's wake-up (sent with `Context::send_after`).
 #[derive(Debug)]
 pub struct RetryDue(());
 
@@ -499,7 +498,6 @@ pub struct RetrySource<I: Iterator, E> {
     seq: u64,
     demand: usize,
     in_flight: u64,
-    timer: Option<Timer>,
     armed: Option<Instant>,
     finishing: bool,
     stats: RetryStats,
@@ -535,7 +533,6 @@ where
             seq: 0,
             demand: 0,
             in_flight: 0,
-            timer: None,
             armed: None,
             finishing: false,
             stats: RetryStats::default(),
@@ -611,10 +608,9 @@ where
         if self.demand > 0 {
             if let Some(next) = self.due.peek().map(|d| d.at) {
                 if self.armed.map_or(true, |at| next < at) {
-                    if let Some(timer) = &self.timer {
-                        timer.schedule(next);
-                        self.armed = Some(next);
-                    }
+                    let delay = next.saturating_duration_since(Instant::now());
+                    ctx.send_after(delay, RetryDue(()));
+                    self.armed = Some(next);
                 }
             }
         }
@@ -684,25 +680,6 @@ where
 {
     type In = Never;
     type Out = Attempt<I::Item>;
-
-    fn init(&mut self, ctx: &mut Context<'_, Self>) -> Init {
-        let me = ctx.myself().clone();
-        match Timer::start(ctx.myself().name(), move |_| {
-            me.send_info(RetryDue(())).is_ok()
-        }) {
-            Ok(timer) => {
-                self.timer = Some(timer);
-                Init::Ok
-            }
-            Err(e) => Init::Stop(Reason::custom(format!(
-                "retry source could not start its timer thread: {e}"
-            ))),
-        }
-    }
-
-    fn terminate(&mut self, _: &Reason) {
-        self.timer = None;
-    }
 }
 
 impl<I, E> Producer for RetrySource<I, E>
