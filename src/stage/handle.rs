@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
     pub(crate) thread_id: Mutex<Option<ThreadId>>,
     pub(crate) metrics: Counters,
+    /// Told once when the stage exits (a pipeline waiting for any of its stages).
+    exit_watchers: Mutex<Vec<Sender<()>>>,
 }
 
 /// Counters updated once per batch by the stage's thread.
@@ -60,6 +62,7 @@ impl Shared {
             thread: Mutex::new(None),
             thread_id: Mutex::new(None),
             metrics: Counters::default(),
+            exit_watchers: Mutex::new(Vec::new()),
         }
     }
 
@@ -69,6 +72,22 @@ impl Shared {
             *exit = Some(reason);
         }
         self.exited.notify_all();
+        let watchers = std::mem::take(&mut *self.exit_watchers.lock());
+        drop(exit);
+        for watcher in watchers {
+            let _ = watcher.send(());
+        }
+    }
+
+    /// Sends `()` on `watcher` when the stage exits (at once if it has).
+    pub(crate) fn watch_exit(&self, watcher: Sender<()>) {
+        // Under the exit lock, so that an exit cannot slip between check and push.
+        let exit = self.exit.lock();
+        if exit.is_some() {
+            let _ = watcher.send(());
+        } else {
+            self.exit_watchers.lock().push(watcher);
+        }
     }
 
     pub(crate) fn exit_reason(&self) -> Option<Reason> {
@@ -277,6 +296,11 @@ impl<S: Stage> StageRef<S> {
             buffered: m.buffered.load(Ordering::Relaxed),
             stalls: m.stalls.load(Ordering::Relaxed),
         }
+    }
+
+    /// Sends `()` on `watcher` when the stage exits (at once if it has).
+    pub(crate) fn watch_exit(&self, watcher: Sender<()>) {
+        self.shared.watch_exit(watcher);
     }
 
     fn no_proc(&self, operation: Operation) -> CallError {
