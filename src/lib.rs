@@ -157,7 +157,7 @@ pub use stage::{
     FromIterOptions, HandleCall, HandleCast, HandleInfo, Init, Kind, Never, OnCancel, PartitionKey,
     Peer, Producer, ProducerConsumer, ProducerConsumerOptions, ProducerOptions, Reason, ReplyTo,
     Source, SourceRef, Stage, StageMetrics, StageRef, StageStream, StreamError, SubscribeOptions,
-    SubscriptionInfo, SubscriptionRef, Tag, Topology,
+    SubscriptionInfo, SubscriptionRef, Tag, TimerRef, Topology,
 };
 pub use stage::{
     ChildCounts, ChildId, ChildInfo, ConsumerSupervisor, ConsumerSupervisorOptions, Job,
