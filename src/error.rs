@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::stage::{Kind, Reason};
+// Only the leaf vocabulary module: the stage files import this one.
+use crate::stage::reason::{Kind, Reason};
 
 /// What was being done when a stage turned out not to be alive.
 ///
@@ -123,7 +124,11 @@ impl OptionsError {
 }
 
 /// Why a stage did not start.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
+///
+/// Equality compares a [`Spawn`](StartError::Spawn) error by its kind and message,
+/// since `std::io::Error` has no equality of its own.
+#[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// `init` returned [`Init::Ignore`](crate::Init::Ignore): the stage exited normally
     /// without running (GenStage's `:ignore`).
@@ -141,11 +146,28 @@ pub enum StartError {
     BadOptions(#[from] OptionsError),
     /// The operating system refused to start a thread.
     #[error("could not spawn the stage's thread: {0}")]
-    Spawn(String),
+    Spawn(#[source] std::io::Error),
 }
+
+impl PartialEq for StartError {
+    fn eq(&self, other: &Self) -> bool {
+        use StartError::*;
+        match (self, other) {
+            (Ignored, Ignored) => true,
+            (Stopped(a), Stopped(b)) => a == b,
+            (NoProc(a), NoProc(b)) => a == b,
+            (BadOptions(a), BadOptions(b)) => a == b,
+            (Spawn(a), Spawn(b)) => a.kind() == b.kind() && a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StartError {}
 
 /// Why a call to a stage (a request that waits for an answer) failed.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum CallError {
     /// The stage was not alive when called (GenStage's `:noproc`); says which stage
     /// and what the call was.
@@ -162,8 +184,83 @@ pub enum CallError {
     CallToSelf,
 }
 
+/// A message (`cast`, `send_info`, `async_info`) could not be sent because the stage
+/// is not alive. These operations cannot time out, so this is their only error; it
+/// hands the message back, as `crossbeam_channel::SendError` does.
+///
+/// ```
+/// use stageflow::prelude::*;
+/// use stageflow::SendError;
+/// # struct Sink;
+/// # impl Stage for Sink { type In = u8; type Out = Never; }
+/// # impl Consumer for Sink {
+/// #     fn handle_events(&mut self, _: Vec<u8>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {}
+/// # }
+/// # impl HandleInfo<Vec<u8>> for Sink {
+/// #     fn handle_info(&mut self, _: Vec<u8>, _: &mut Context<'_, Self>) {}
+/// # }
+/// let c = start_consumer(Sink, ConsumerOptions::new().name("sink"))?;
+/// c.stop(Reason::Shutdown)?;
+/// let err: SendError<Vec<u8>> = c.send_info(vec![1, 2, 3]).unwrap_err();
+/// assert_eq!(err.not_alive().exit, Some(Reason::Shutdown));
+/// assert!(err.to_string().starts_with("info failed: consumer \"sink\""));
+/// assert_eq!(err.into_inner(), vec![1, 2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct SendError<M> {
+    message: M,
+    not_alive: NotAlive,
+}
+
+impl<M> SendError<M> {
+    pub(crate) fn new(message: M, not_alive: NotAlive) -> Self {
+        SendError { message, not_alive }
+    }
+
+    /// The message that was not delivered.
+    pub fn into_inner(self) -> M {
+        self.message
+    }
+
+    /// The message that was not delivered, borrowed.
+    pub fn message(&self) -> &M {
+        &self.message
+    }
+
+    /// Which stage was not alive, for which operation, and how it had exited.
+    pub fn not_alive(&self) -> &NotAlive {
+        &self.not_alive
+    }
+}
+
+// Like crossbeam's: no `M: Debug` bound, so any message type can be sent with `?`.
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendError")
+            .field("not_alive", &self.not_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.not_alive, f)
+    }
+}
+
+impl<M> std::error::Error for SendError<M> {}
+
+impl<M> From<SendError<M>> for CallError {
+    /// Keeps the stage's identity and exit reason; the message is dropped.
+    fn from(e: SendError<M>) -> Self {
+        CallError::NoProc(e.not_alive)
+    }
+}
+
 /// Why a subscription request failed.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum SubscribeError {
     /// The subscription options are invalid.
     #[error("bad options: {0}")]
@@ -185,4 +282,26 @@ pub enum SubscribeError {
     /// ends the subscription with `:noproc`, which stops a permanent consumer).
     #[error(transparent)]
     NoProc(NotAlive),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawn_error_keeps_the_io_error_as_source() {
+        let e = StartError::Spawn(std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            "no threads left",
+        ));
+        assert_eq!(
+            e.to_string(),
+            "could not spawn the stage's thread: no threads left"
+        );
+        let source = std::error::Error::source(&e).expect("the io::Error is the source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::OutOfMemory);
+    }
 }

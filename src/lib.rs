@@ -146,10 +146,11 @@
 
 pub mod error;
 pub mod flow;
+mod panic;
 pub mod pipeline;
 pub mod stage;
 
-pub use error::{CallError, NotAlive, OptionsError, StartError, SubscribeError};
+pub use error::{CallError, NotAlive, OptionsError, SendError, StartError, SubscribeError};
 pub use stage::dispatcher;
 pub use stage::log;
 pub use stage::{
@@ -158,7 +159,7 @@ pub use stage::{
     FromIterOptions, HandleCall, HandleCast, HandleInfo, Init, Kind, Never, OnCancel, PartitionKey,
     Peer, Producer, ProducerConsumer, ProducerConsumerOptions, ProducerOptions, Reason, ReplyTo,
     Source, SourceRef, SpinPolicy, Stage, StageMetrics, StageRef, StageStream, StreamError,
-    SubscribeOptions, SubscriptionInfo, SubscriptionRef, Tag, Topology,
+    SubscribeOptions, SubscriptionInfo, SubscriptionRef, Tag, TimerRef, Topology,
 };
 pub use stage::{
     ChildCounts, ChildId, ChildInfo, ConsumerSupervisor, ConsumerSupervisorOptions, Job,

@@ -216,13 +216,7 @@ pub(crate) type FailureSlot = Arc<Mutex<Option<FlowError>>>;
 /// Turns a caught panic payload into its message. By reference: [`FlowError::Panic`]
 /// keeps the payload itself, for the plain consumers to re-raise.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_string()
-    }
+    crate::panic::message(payload).to_string()
 }
 
 pub(crate) fn invalid(

@@ -9,12 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{OptionsError, StartError};
 use crate::stage::{
-    start_producer_consumer, CancelReason, Context, Demand, HandleInfo, Init, Peer,
-    ProducerConsumer, ProducerConsumerOptions, Reason, Stage, StageRef, SubscriptionInfo,
-    SubscriptionRef, Tag,
+    start_producer_consumer, CancelReason, Context, Demand, HandleInfo, Peer, ProducerConsumer,
+    ProducerConsumerOptions, Reason, Stage, StageRef, SubscriptionInfo, SubscriptionRef, Tag,
 };
-
-use super::timer::Timer;
 
 /// A batch of events that share a key (`()` for an unkeyed batcher).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +83,7 @@ impl BatcherOptions {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Flush;
 
-/// The timer's wake-up.
+/// The timer's wake-up (sent with `Context::send_after`), for the deadline it names.
 #[derive(Debug)]
 pub struct BatchTimeout(Instant);
 
@@ -138,7 +135,6 @@ pub struct Batcher<T, K = ()> {
     pending: HashMap<K, Pending<T>>,
     /// Tags of our subscriptions to producers (to tell them from consumers').
     producers: HashSet<Tag>,
-    timer: Option<Timer>,
     /// The wake-up already requested, if any: one at a time.
     armed: Option<Instant>,
 }
@@ -176,7 +172,6 @@ where
             key: Box::new(key),
             pending: HashMap::new(),
             producers: HashSet::new(),
-            timer: None,
             armed: None,
         })
     }
@@ -207,17 +202,18 @@ where
         }
     }
 
-    fn arm(&mut self) {
+    /// Arms a timer (`Context::send_after`) for the earliest batch deadline, unless
+    /// one is armed for that deadline or earlier.
+    fn arm(&mut self, ctx: &mut Context<'_, Self>) {
         let Some(earliest) = self.pending.values().map(|p| p.deadline).min() else {
             return;
         };
         if self.armed.is_some_and(|at| at <= earliest) {
             return;
         }
-        if let Some(timer) = &self.timer {
-            timer.schedule(earliest);
-            self.armed = Some(earliest);
-        }
+        let delay = earliest.saturating_duration_since(Instant::now());
+        ctx.send_after(delay, BatchTimeout(earliest));
+        self.armed = Some(earliest);
     }
 }
 
@@ -228,21 +224,6 @@ where
 {
     type In = T;
     type Out = Batch<T, K>;
-
-    fn init(&mut self, ctx: &mut Context<'_, Self>) -> Init {
-        let me = ctx.myself().clone();
-        match Timer::start(ctx.myself().name(), move |now| {
-            me.send_info(BatchTimeout(now)).is_ok()
-        }) {
-            Ok(timer) => {
-                self.timer = Some(timer);
-                Init::Ok
-            }
-            Err(e) => Init::Stop(Reason::custom(format!(
-                "batcher could not start its timer thread: {e}"
-            ))),
-        }
-    }
 
     fn handle_subscribe(
         &mut self,
@@ -274,11 +255,6 @@ where
             }
         }
     }
-
-    fn terminate(&mut self, _: &Reason) {
-        // Dropping the timer ends its thread.
-        self.timer = None;
-    }
 }
 
 impl<T, K> ProducerConsumer for Batcher<T, K>
@@ -307,7 +283,7 @@ where
                 self.emit(key, ctx);
             }
         }
-        self.arm();
+        self.arm(ctx);
     }
 }
 
@@ -316,7 +292,9 @@ where
     T: Send + 'static,
     K: Eq + Hash + Clone + Send + 'static,
 {
-    fn handle_info(&mut self, BatchTimeout(now): BatchTimeout, ctx: &mut Context<'_, Self>) {
+    fn handle_info(&mut self, BatchTimeout(at): BatchTimeout, ctx: &mut Context<'_, Self>) {
+        // Everything due by now (the loop runs a timer at or after its deadline).
+        let now = Instant::now().max(at);
         if self.armed.is_some_and(|at| at <= now) {
             self.armed = None;
         }
@@ -329,7 +307,7 @@ where
         for key in due {
             self.emit(key, ctx);
         }
-        self.arm();
+        self.arm(ctx);
     }
 }
 

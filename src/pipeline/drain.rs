@@ -16,6 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{unbounded, Sender};
 use parking_lot::Mutex;
 
 use crate::stage::{HandleInfo, Kind, Reason, Stage, StageMetrics, StageRef};
@@ -33,15 +34,13 @@ pub struct Halt;
 /// up on them, by default (a stage blocked inside a callback cannot be interrupted).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// How often a waiting pipeline looks again for a drain request.
-const POLL: Duration = Duration::from_millis(50);
-
 trait Member: Send + Sync {
     fn name(&self) -> &str;
     fn kind(&self) -> Kind;
     fn metrics(&self) -> StageMetrics;
     fn exit_reason(&self) -> Option<Reason>;
     fn join_timeout(&self, timeout: Duration) -> Option<Reason>;
+    fn watch_exit(&self, watcher: Sender<()>);
     fn stop_in_background(&self, reason: Reason);
 }
 
@@ -60,6 +59,9 @@ impl<S: Stage> Member for StageRef<S> {
     }
     fn join_timeout(&self, timeout: Duration) -> Option<Reason> {
         StageRef::join_timeout(self, timeout)
+    }
+    fn watch_exit(&self, watcher: Sender<()>) {
+        StageRef::watch_exit(self, watcher)
     }
     fn stop_in_background(&self, reason: Reason) {
         // `stop` waits for the exit; the pipeline stops all late stages at once and
@@ -84,6 +86,8 @@ struct Inner {
     // Locked only to add a stage, to take a snapshot, and by the rare drain request.
     stages: Mutex<Vec<Arc<Entry>>>,
     drain_requested: Mutex<Option<Instant>>,
+    /// Waiting pipelines, woken by a drain request (stages wake them on exit).
+    waiters: Mutex<Vec<Sender<()>>>,
     stop_grace: Mutex<Duration>,
 }
 
@@ -155,6 +159,7 @@ impl Pipeline {
             inner: Arc::new(Inner {
                 stages: Mutex::new(Vec::new()),
                 drain_requested: Mutex::new(None),
+                waiters: Mutex::new(Vec::new()),
                 stop_grace: Mutex::new(STOP_GRACE),
             }),
         }
@@ -248,32 +253,45 @@ impl Pipeline {
         let grace = *inner.stop_grace.lock();
         let mut deadline_hit = false;
         let handle = self.handle();
-        'wait: for entry in &entries {
-            loop {
-                if !handle.is_draining()
-                    && entries
-                        .iter()
-                        .any(|e| e.stage.exit_reason().is_some_and(|r| !r.is_normal()))
-                {
-                    // A stage failed: the stages around it could wait forever (a
-                    // producer whose consumers are gone gets no demand), so the rest
-                    // of the pipeline is drained, within the deadline.
-                    handle.drain();
+        // Woken by every stage's exit and by a drain request: no polling.
+        let (wake_tx, wake) = unbounded::<()>();
+        inner.waiters.lock().push(wake_tx.clone());
+        for entry in &entries {
+            entry.stage.watch_exit(wake_tx.clone());
+        }
+        // The stages before `exited` have exited and their threads are joined.
+        let mut exited = 0;
+        loop {
+            while exited < entries.len()
+                && entries[exited].stage.join_timeout(Duration::ZERO).is_some()
+            {
+                exited += 1;
+            }
+            if exited == entries.len() {
+                break;
+            }
+            if !handle.is_draining()
+                && entries
+                    .iter()
+                    .any(|e| e.stage.exit_reason().is_some_and(|r| !r.is_normal()))
+            {
+                // A stage failed: the stages around it could wait forever (a
+                // producer whose consumers are gone gets no demand), so the rest
+                // of the pipeline is drained, within the deadline.
+                handle.drain();
+            }
+            let requested = *inner.drain_requested.lock();
+            match requested {
+                None => {
+                    let _ = wake.recv();
                 }
-                let chunk = match *inner.drain_requested.lock() {
-                    None => POLL,
-                    Some(at) => {
-                        let end = at + drain_deadline;
-                        let now = Instant::now();
-                        if now >= end {
-                            deadline_hit = true;
-                            break 'wait;
-                        }
-                        (end - now).min(POLL)
+                Some(at) => {
+                    let end = at + drain_deadline;
+                    if Instant::now() >= end {
+                        deadline_hit = true;
+                        break;
                     }
-                };
-                if entry.stage.join_timeout(chunk).is_some() {
-                    break;
+                    let _ = wake.recv_deadline(end);
                 }
             }
         }
@@ -366,6 +384,9 @@ impl PipelineHandle {
                 return;
             }
             *requested = Some(Instant::now());
+        }
+        for waiter in self.inner.waiters.lock().iter() {
+            let _ = waiter.send(());
         }
         for entry in &self.inner.stages() {
             if let Some(halt) = &entry.halt {

@@ -32,8 +32,11 @@ pub struct Line {
 }
 
 /// A line or an input that could not be read.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{name}:{number}: {message}")]
+///
+/// The I/O error is kept as [`source`](std::error::Error::source) (shared, so that
+/// the event stays `Clone`); the message repeats its text, so that printing one
+/// failed line says everything. Equality compares the I/O errors by kind and text.
+#[derive(Clone, Debug)]
 pub struct LineError {
     /// Index of the input.
     pub input: usize,
@@ -43,9 +46,32 @@ pub struct LineError {
     pub number: u64,
     /// The I/O error's kind (`InvalidData` for a line that is not UTF-8).
     pub kind: io::ErrorKind,
-    /// The I/O error's message.
-    pub message: String,
+    /// The I/O error.
+    pub source: Arc<io::Error>,
 }
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.name, self.number, self.source)
+    }
+}
+
+impl std::error::Error for LineError {
+    // The `io::Error` itself, not the `Arc` around it, so that callers can downcast.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+impl PartialEq for LineError {
+    fn eq(&self, other: &Self) -> bool {
+        (self.input, &self.name, self.number, self.kind)
+            == (other.input, &other.name, other.number, other.kind)
+            && self.source.to_string() == other.source.to_string()
+    }
+}
+
+impl Eq for LineError {}
 
 /// What a [`LineSource`] emits.
 pub type LineEvent = Result<Line, LineError>;
@@ -167,13 +193,13 @@ impl LineSource {
         start_producer(self, options)
     }
 
-    fn error(&self, input: usize, number: u64, e: &io::Error) -> LineError {
+    fn error(&self, input: usize, number: u64, e: io::Error) -> LineError {
         LineError {
             input,
             name: self.names[input].clone(),
             number,
             kind: e.kind(),
-            message: e.to_string(),
+            source: Arc::new(e),
         }
     }
 
@@ -185,7 +211,7 @@ impl LineSource {
             Input::Path(path) => match File::open(&path) {
                 // Large buffer: reads are the source's whole job.
                 Ok(f) => Box::new(BufReader::with_capacity(256 * 1024, f)),
-                Err(e) => return Some(Err(self.error(input, 0, &e))),
+                Err(e) => return Some(Err(self.error(input, 0, e))),
             },
         };
         self.current = Some(Current {
@@ -213,7 +239,7 @@ impl LineSource {
                     // way, so this input ends here and the next one is read.
                     let (input, number) = (cur.input, cur.number + 1);
                     self.current = None;
-                    return Some(Err(self.error(input, number, &e)));
+                    return Some(Err(self.error(input, number, e)));
                 }
             }
         }
@@ -233,7 +259,7 @@ impl LineSource {
             }),
             Err(e) => {
                 let e = io::Error::new(io::ErrorKind::InvalidData, e.utf8_error());
-                Err(self.error(input, number, &e))
+                Err(self.error(input, number, e))
             }
         })
     }
@@ -364,6 +390,10 @@ mod tests {
         assert_eq!((&*err.name, err.number), ("bad", 2));
         assert_eq!(err.kind, io::ErrorKind::Other);
         assert_eq!(err.to_string(), "bad:2: disk on fire");
+        // The I/O error itself is kept as the source, not flattened to text.
+        let source = std::error::Error::source(err).expect("the I/O error is the source");
+        let io = source.downcast_ref::<io::Error>().expect("an io::Error");
+        assert_eq!(io.kind(), io::ErrorKind::Other);
         assert_eq!(events[2].as_ref().unwrap().text, "fine");
     }
 

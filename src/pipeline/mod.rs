@@ -39,7 +39,6 @@ mod lines;
 mod progress;
 mod rate_limit;
 mod retry;
-mod timer;
 
 pub use batcher::{Batch, BatchTimeout, Batcher, BatcherOptions, Flush, ProducersEnded};
 pub use drain::{Halt, Pipeline, PipelineHandle, PipelineReport, StageReport, StageStatus};

@@ -15,8 +15,6 @@ use crate::stage::{
     SubscriptionRef, Tag,
 };
 
-use super::timer::Timer;
-
 /// A rate: at most `allowed` events in any window of length `interval`, plus an
 /// optional burst (default 0: events evenly spaced, `interval / allowed` apart).
 ///
@@ -183,7 +181,7 @@ impl Gcra {
 /// What wakes the limiter when the next event becomes due.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub enum Ticks {
-    /// Its own timer thread (the default).
+    /// A timer on the limiter's own loop (`Context::send_after`, the default).
     #[default]
     Clock,
     /// Only [`Tick`] messages you send (`send_info(Tick)`): for tests with a clock
@@ -293,7 +291,6 @@ pub struct RateLimiter<T> {
     asked: Option<Tag>,
     /// A change of rate waiting for the asked event to pass.
     change: Option<RateLimit>,
-    timer: Option<Timer>,
     /// The wake-up the timer has been asked for.
     armed: Option<u128>,
     _events: std::marker::PhantomData<fn(T) -> T>,
@@ -324,7 +321,6 @@ impl<T: Send + 'static> RateLimiter<T> {
             turn: 0,
             asked: None,
             change: None,
-            timer: None,
             armed: None,
             _events: std::marker::PhantomData,
         }
@@ -364,13 +360,13 @@ impl<T: Send + 'static> RateLimiter<T> {
 
     /// Asks the next producer for one event if one may pass now, or arms the timer
     /// for when it may.
-    fn pump(&mut self) {
+    fn pump(&mut self, ctx: &mut Context<'_, Self>) {
         if self.asked.is_some() || self.producers.is_empty() {
             return;
         }
         let now = self.now();
         if !self.gcra.admits(now) {
-            self.arm(self.gcra.earliest());
+            self.arm(self.gcra.earliest(), ctx);
             return;
         }
         let from = &self.producers[self.turn % self.producers.len()];
@@ -379,17 +375,20 @@ impl<T: Send + 'static> RateLimiter<T> {
         from.ask(1);
     }
 
-    fn arm(&mut self, at: u128) {
-        let (Some(timer), Some(origin)) = (&self.timer, self.origin) else {
+    fn arm(&mut self, at: u128, ctx: &mut Context<'_, Self>) {
+        let Some(origin) = self.origin else {
             return;
         };
+        if self.ticks == Ticks::Manual {
+            return;
+        }
         if self.armed.is_some_and(|armed| armed <= at) {
             return;
         }
         // Beyond what an Instant can hold: never due.
         if let Some(instant) = origin.checked_add(duration_from_nanos(at)) {
             self.armed = Some(at);
-            timer.schedule(instant);
+            ctx.send_after(instant.saturating_duration_since(Instant::now()), NextDue);
         }
     }
 
@@ -407,21 +406,9 @@ impl<T: Send + 'static> Stage for RateLimiter<T> {
     type In = T;
     type Out = T;
 
-    fn init(&mut self, ctx: &mut Context<'_, Self>) -> Init {
+    fn init(&mut self, _: &mut Context<'_, Self>) -> Init {
         self.now(); // the origin
-        if self.ticks == Ticks::Manual {
-            return Init::Ok;
-        }
-        let me = ctx.myself().clone();
-        match Timer::start(ctx.myself().name(), move |_| me.send_info(NextDue).is_ok()) {
-            Ok(timer) => {
-                self.timer = Some(timer);
-                Init::Ok
-            }
-            Err(e) => Init::Stop(Reason::custom(format!(
-                "rate limiter could not start its timer thread: {e}"
-            ))),
-        }
+        Init::Ok
     }
 
     fn handle_subscribe(
@@ -429,11 +416,11 @@ impl<T: Send + 'static> Stage for RateLimiter<T> {
         peer: Peer,
         _: &SubscriptionInfo,
         from: &SubscriptionRef,
-        _: &mut Context<'_, Self>,
+        ctx: &mut Context<'_, Self>,
     ) -> Result<Demand, Reason> {
         if peer == Peer::Producer {
             self.producers.push(from.clone());
-            self.pump();
+            self.pump(ctx);
             return Ok(Demand::Manual);
         }
         Ok(Demand::Automatic)
@@ -443,7 +430,7 @@ impl<T: Send + 'static> Stage for RateLimiter<T> {
         &mut self,
         _: CancelReason,
         from: &SubscriptionRef,
-        _: &mut Context<'_, Self>,
+        ctx: &mut Context<'_, Self>,
     ) {
         let tag = from.tag();
         if let Some(i) = self.producers.iter().position(|p| p.tag() == tag) {
@@ -458,12 +445,8 @@ impl<T: Send + 'static> Stage for RateLimiter<T> {
             if let Some(limit) = self.change.take() {
                 self.set_limit(limit);
             }
-            self.pump();
+            self.pump(ctx);
         }
-    }
-
-    fn terminate(&mut self, _: &Reason) {
-        self.timer = None;
     }
 }
 
@@ -489,35 +472,35 @@ impl<T: Send + 'static> ProducerConsumer for RateLimiter<T> {
         if let Some(limit) = self.change.take() {
             self.set_limit(limit);
         }
-        self.pump();
+        self.pump(ctx);
     }
 }
 
 impl<T: Send + 'static> HandleInfo<Tick> for RateLimiter<T> {
-    fn handle_info(&mut self, _: Tick, _: &mut Context<'_, Self>) {
-        self.pump();
+    fn handle_info(&mut self, _: Tick, ctx: &mut Context<'_, Self>) {
+        self.pump(ctx);
     }
 }
 
 impl<T: Send + 'static> HandleInfo<NextDue> for RateLimiter<T> {
-    fn handle_info(&mut self, _: NextDue, _: &mut Context<'_, Self>) {
+    fn handle_info(&mut self, _: NextDue, ctx: &mut Context<'_, Self>) {
         let now = self.now();
         if self.armed.is_some_and(|armed| armed <= now) {
             self.armed = None;
         }
-        self.pump();
+        self.pump(ctx);
     }
 }
 
 impl<T: Send + 'static> HandleCast<RateLimit> for RateLimiter<T> {
-    fn handle_cast(&mut self, limit: RateLimit, _: &mut Context<'_, Self>) {
+    fn handle_cast(&mut self, limit: RateLimit, ctx: &mut Context<'_, Self>) {
         if self.asked.is_some() {
             // The asked event passes on the terms it was asked under.
             self.change = Some(limit);
             return;
         }
         self.set_limit(limit);
-        self.pump();
+        self.pump(ctx);
     }
 }
 

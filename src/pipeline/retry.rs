@@ -24,12 +24,11 @@ use crossbeam_channel::Sender;
 
 use crate::error::{OptionsError, StartError};
 use crate::stage::{
-    start_producer, Context, HandleCast, HandleInfo, Init, Never, Producer, ProducerOptions,
-    Reason, Stage, StageRef,
+    start_producer, Context, HandleCast, HandleInfo, Never, Producer, ProducerOptions, Reason,
+    Stage, StageRef,
 };
 
 use super::drain::Halt;
-use super::timer::Timer;
 
 /// Why a policy stopped retrying an event.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -435,7 +434,7 @@ impl<T> Ord for Due<T> {
     }
 }
 
-/// The timer's wake-up.
+/// The timer's wake-up (sent with `Context::send_after`).
 #[derive(Debug)]
 pub struct RetryDue(());
 
@@ -499,7 +498,6 @@ pub struct RetrySource<I: Iterator, E> {
     seq: u64,
     demand: usize,
     in_flight: u64,
-    timer: Option<Timer>,
     armed: Option<Instant>,
     finishing: bool,
     stats: RetryStats,
@@ -535,7 +533,6 @@ where
             seq: 0,
             demand: 0,
             in_flight: 0,
-            timer: None,
             armed: None,
             finishing: false,
             stats: RetryStats::default(),
@@ -566,14 +563,9 @@ where
         let source = source.clone();
         Outcomes {
             report: Arc::new(move |outcome| {
-                // A cast fails only when the stage is gone; it then dropped the
-                // message, so rebuild nothing: hand back what we can.
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                let sent = source.cast(Carry(outcome, tx));
-                match sent {
-                    Ok(()) => Ok(()),
-                    Err(_) => Err(rx.try_recv().unwrap_or(Outcome::Done(0))),
-                }
+                // A cast fails only when the stage is gone, and then hands the
+                // message back.
+                source.cast(Carry(outcome)).map_err(|e| e.into_inner().0)
             }),
         }
     }
@@ -616,10 +608,9 @@ where
         if self.demand > 0 {
             if let Some(next) = self.due.peek().map(|d| d.at) {
                 if self.armed.map_or(true, |at| next < at) {
-                    if let Some(timer) = &self.timer {
-                        timer.schedule(next);
-                        self.armed = Some(next);
-                    }
+                    let delay = next.saturating_duration_since(Instant::now());
+                    ctx.send_after(delay, RetryDue(()));
+                    self.armed = Some(next);
                 }
             }
         }
@@ -672,22 +663,12 @@ where
     }
 }
 
-/// An outcome on its way to the source, with a way back if it cannot be delivered.
-pub struct Carry<T, E>(Outcome<T, E>, Sender<Outcome<T, E>>);
+/// An outcome on its way to the source.
+pub struct Carry<T, E>(Outcome<T, E>);
 
 impl<T, E> fmt::Debug for Carry<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Carry")
-    }
-}
-
-impl<T, E> Drop for Carry<T, E> {
-    fn drop(&mut self) {
-        // Dropped unread (the source exited): send the outcome back to the reporter.
-        let outcome = std::mem::replace(&mut self.0, Outcome::Done(0));
-        if !matches!(outcome, Outcome::Done(0)) {
-            let _ = self.1.try_send(outcome);
-        }
     }
 }
 
@@ -699,25 +680,6 @@ where
 {
     type In = Never;
     type Out = Attempt<I::Item>;
-
-    fn init(&mut self, ctx: &mut Context<'_, Self>) -> Init {
-        let me = ctx.myself().clone();
-        match Timer::start(ctx.myself().name(), move |_| {
-            me.send_info(RetryDue(())).is_ok()
-        }) {
-            Ok(timer) => {
-                self.timer = Some(timer);
-                Init::Ok
-            }
-            Err(e) => Init::Stop(Reason::custom(format!(
-                "retry source could not start its timer thread: {e}"
-            ))),
-        }
-    }
-
-    fn terminate(&mut self, _: &Reason) {
-        self.timer = None;
-    }
 }
 
 impl<I, E> Producer for RetrySource<I, E>
@@ -738,8 +700,8 @@ where
     I::Item: Send + 'static,
     E: Send + 'static,
 {
-    fn handle_cast(&mut self, mut carry: Carry<I::Item, E>, ctx: &mut Context<'_, Self>) {
-        match std::mem::replace(&mut carry.0, Outcome::Done(0)) {
+    fn handle_cast(&mut self, carry: Carry<I::Item, E>, ctx: &mut Context<'_, Self>) {
+        match carry.0 {
             Outcome::Done(n) => {
                 self.in_flight = self.in_flight.saturating_sub(n);
                 self.stats.inner.done.fetch_add(n, Ordering::Relaxed);

@@ -1,9 +1,17 @@
 //! What a callback may do: emit events, stop the stage, reach its own handle, log.
 
+use std::time::{Duration, Instant};
+
 use super::handle::StageRef;
 use super::log::{Level, LogSink};
 use super::reason::Reason;
-use super::Stage;
+use super::runtime::Timers;
+use super::{HandleInfo, Stage};
+
+/// A timer armed with [`Context::send_after`]; cancel it with
+/// [`Context::cancel_timer`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TimerRef(pub(crate) u64);
 
 /// Handed to every callback of a stage.
 ///
@@ -14,6 +22,7 @@ pub struct Context<'a, S: Stage> {
     pub(crate) stop: &'a mut Option<Reason>,
     pub(crate) me: &'a StageRef<S>,
     pub(crate) log: &'a LogSink,
+    pub(crate) timers: &'a mut Timers<S>,
 }
 
 impl<S: Stage> std::fmt::Debug for Context<'_, S> {
@@ -71,8 +80,62 @@ impl<S: Stage> Context<'_, S> {
         self.me
     }
 
+    /// Delivers `message` to this stage's own `handle_info` once `delay` has passed
+    /// (Elixir's `Process.send_after` to itself). The stage's thread waits for it on
+    /// its mailbox, with a deadline: no thread is started. It runs after the mail
+    /// that arrived before it was due; a stage that exits first never receives it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stageflow::prelude::*;
+    ///
+    /// struct Ticker;
+    /// impl Stage for Ticker {
+    ///     type In = Never;
+    ///     type Out = u8;
+    ///     fn init(&mut self, ctx: &mut Context<'_, Self>) -> Init {
+    ///         // Due first, but cancelled: never delivered.
+    ///         let never = ctx.send_after(Duration::from_millis(1), "cancelled");
+    ///         ctx.send_after(Duration::from_millis(2), "tick");
+    ///         assert!(ctx.cancel_timer(never));
+    ///         Init::Ok
+    ///     }
+    /// }
+    /// impl Producer for Ticker {
+    ///     fn handle_demand(&mut self, _: usize, _: &mut Context<'_, Self>) {}
+    /// }
+    /// impl HandleInfo<&'static str> for Ticker {
+    ///     fn handle_info(&mut self, text: &'static str, ctx: &mut Context<'_, Self>) {
+    ///         ctx.stop(Reason::custom(text));
+    ///     }
+    /// }
+    /// let ticker = start_producer(Ticker, ProducerOptions::new())?;
+    /// assert_eq!(ticker.join(), Reason::custom("tick"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_after<M: Send + 'static>(&mut self, delay: Duration, message: M) -> TimerRef
+    where
+        S: HandleInfo<M>,
+    {
+        let at = Instant::now().checked_add(delay).unwrap_or_else(far_future);
+        self.timers
+            .add(at, Box::new(move |s, ctx| s.handle_info(message, ctx)))
+    }
+
+    /// Cancels a timer armed with [`send_after`](Self::send_after). True if it was
+    /// still armed: its message will not be delivered. False if it already fired or
+    /// was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerRef) -> bool {
+        self.timers.cancel(timer)
+    }
+
     /// Writes a line to the stage's log sink.
     pub fn log(&self, level: Level, message: impl Into<String>) {
         self.log.log(level, message);
     }
+}
+
+/// A deadline for a delay too long to add to now: about 30 years.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(30 * 365 * 24 * 3600)
 }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::{CallError, NotAlive, Operation, SubscribeError};
+use crate::error::{CallError, NotAlive, Operation, SendError, SubscribeError};
 
-use super::mailbox::{Mail, Mailbox, Upstream};
+use super::mailbox::{Deliver, Mail, Mailbox, Upstream};
 use super::reason::{Reason, Tag};
 use super::runtime::{OnDeadProducer, Runtime};
 use super::subscription::SubscribeOptions;
@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
     pub(crate) thread_id: Mutex<Option<ThreadId>>,
     pub(crate) metrics: Counters,
+    /// Told once when the stage exits (a pipeline waiting for any of its stages).
+    exit_watchers: Mutex<Vec<Sender<()>>>,
 }
 
 /// Counters updated once per batch by the stage's thread.
@@ -60,6 +62,7 @@ impl Shared {
             thread: Mutex::new(None),
             thread_id: Mutex::new(None),
             metrics: Counters::default(),
+            exit_watchers: Mutex::new(Vec::new()),
         }
     }
 
@@ -69,6 +72,22 @@ impl Shared {
             *exit = Some(reason);
         }
         self.exited.notify_all();
+        let watchers = std::mem::take(&mut *self.exit_watchers.lock());
+        drop(exit);
+        for watcher in watchers {
+            let _ = watcher.send(());
+        }
+    }
+
+    /// Sends `()` on `watcher` when the stage exits (at once if it has).
+    pub(crate) fn watch_exit(&self, watcher: Sender<()>) {
+        // Under the exit lock, so that an exit cannot slip between check and push.
+        let exit = self.exit.lock();
+        if exit.is_some() {
+            let _ = watcher.send(());
+        } else {
+            self.exit_watchers.lock().push(watcher);
+        }
     }
 
     pub(crate) fn exit_reason(&self) -> Option<Reason> {
@@ -289,6 +308,11 @@ impl<S: Stage> StageRef<S> {
         }
     }
 
+    /// Sends `()` on `watcher` when the stage exits (at once if it has).
+    pub(crate) fn watch_exit(&self, watcher: Sender<()>) {
+        self.shared.watch_exit(watcher);
+    }
+
     fn no_proc(&self, operation: Operation) -> CallError {
         CallError::NoProc(self.shared.not_alive(operation))
     }
@@ -348,29 +372,71 @@ impl<S: Stage> StageRef<S> {
         })
     }
 
-    /// Sends `message` to `handle_cast` without waiting. Fails only when the stage is
-    /// not alive.
-    pub fn cast<M: Send + 'static>(&self, message: M) -> Result<(), CallError>
-    where
-        S: HandleCast<M>,
-    {
-        if self.exec(move |rt| rt.handle_cast(message)) {
-            Ok(())
-        } else {
-            Err(self.no_proc(Operation::Cast))
+    /// Sends `message` wrapped so that it comes back if the stage is gone.
+    fn deliver<M: Send + 'static>(
+        &self,
+        operation: Operation,
+        message: M,
+        run: fn(&mut Runtime<S>, M),
+    ) -> Result<(), SendError<M>> {
+        match self
+            .mailbox
+            .queue
+            .send(Mail::Deliver(Box::new(Envelope { message, run })))
+        {
+            Ok(()) => Ok(()),
+            Err(Mail::Deliver(back)) => {
+                let envelope = back
+                    .into_any()
+                    .downcast::<Envelope<S, M>>()
+                    .expect("the mailbox hands back the envelope it was given");
+                Err(SendError::new(
+                    envelope.message,
+                    self.shared.not_alive(operation),
+                ))
+            }
+            Err(_) => unreachable!("the mailbox hands back the mail it was given"),
         }
     }
 
-    /// Sends `message` to `handle_info` at once (like sending a plain message).
-    pub fn send_info<M: Send + 'static>(&self, message: M) -> Result<(), CallError>
+    /// Sends `message` to `handle_cast` without waiting. Fails only when the stage is
+    /// not alive; the error then hands the message back.
+    ///
+    /// ```
+    /// use stageflow::prelude::*;
+    /// # struct Nothing;
+    /// # impl Stage for Nothing { type In = Never; type Out = u8; }
+    /// # impl Producer for Nothing {
+    /// #     fn handle_demand(&mut self, _: usize, _: &mut Context<'_, Self>) {}
+    /// # }
+    /// # impl HandleCast<String> for Nothing {
+    /// #     fn handle_cast(&mut self, _: String, _: &mut Context<'_, Self>) {}
+    /// # }
+    /// let p = start_producer(Nothing, ProducerOptions::new())?;
+    /// p.cast("hello".to_string())?;
+    /// p.stop(Reason::Shutdown)?;
+    /// let err = p.cast("late".to_string()).unwrap_err();
+    /// assert_eq!(err.into_inner(), "late");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cast<M: Send + 'static>(&self, message: M) -> Result<(), SendError<M>>
+    where
+        S: HandleCast<M>,
+    {
+        self.deliver(Operation::Cast, message, |rt, message| {
+            rt.handle_cast(message)
+        })
+    }
+
+    /// Sends `message` to `handle_info` at once (like sending a plain message). Fails
+    /// only when the stage is not alive; the error then hands the message back.
+    pub fn send_info<M: Send + 'static>(&self, message: M) -> Result<(), SendError<M>>
     where
         S: HandleInfo<M>,
     {
-        if self.exec(move |rt| rt.run_info(Box::new(move |s, ctx| s.handle_info(message, ctx)))) {
-            Ok(())
-        } else {
-            Err(self.no_proc(Operation::Info))
-        }
+        self.deliver(Operation::Info, message, |rt, message| {
+            rt.run_info(Box::new(move |s, ctx| s.handle_info(message, ctx)))
+        })
     }
 
     /// Queues `message` for `handle_info` behind every event the stage has buffered
@@ -388,15 +454,14 @@ impl<S: Stage> StageRef<S> {
 
     /// [`sync_info`](Self::sync_info) without waiting (GenStage's `async_info`).
     /// A stage may use it on itself to stop after its last events were dispatched.
-    pub fn async_info<M: Send + 'static>(&self, message: M) -> Result<(), CallError>
+    /// Fails only when the stage is not alive; the error then hands the message back.
+    pub fn async_info<M: Send + 'static>(&self, message: M) -> Result<(), SendError<M>>
     where
         S: HandleInfo<M>,
     {
-        if self.exec(move |rt| rt.queue_info(Box::new(move |s, ctx| s.handle_info(message, ctx)))) {
-            Ok(())
-        } else {
-            Err(self.no_proc(Operation::Info))
-        }
+        self.deliver(Operation::Info, message, |rt, message| {
+            rt.queue_info(Box::new(move |s, ctx| s.handle_info(message, ctx)))
+        })
     }
 
     fn check_subscribe<T>(&self, producer: &SourceRef<T>) -> Result<(), SubscribeError> {
@@ -582,5 +647,21 @@ impl<S: Stage> StageRef<S> {
             let _ = handle.join();
         }
         Some(reason)
+    }
+}
+
+/// A cast or info on its way: the message and what the stage does with it.
+struct Envelope<S: Stage, M> {
+    message: M,
+    run: fn(&mut Runtime<S>, M),
+}
+
+impl<S: Stage, M: Send + 'static> Deliver<S> for Envelope<S, M> {
+    fn deliver(self: Box<Self>, rt: &mut Runtime<S>) {
+        (self.run)(rt, self.message)
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
     }
 }

@@ -135,6 +135,13 @@ use super::Stage;
 /// infos, subscription requests, demand-mode switches).
 pub(crate) type Exec<S> = Box<dyn FnOnce(&mut Runtime<S>) + Send>;
 
+/// A user's message (cast or info) that is handed back to the sender when the stage
+/// is gone: unlike a closure, it can be turned back into its concrete type.
+pub(crate) trait Deliver<S: Stage>: Send {
+    fn deliver(self: Box<Self>, rt: &mut Runtime<S>);
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
 pub(crate) enum Mail<S: Stage> {
     /// A consumer subscribes to us.
     Subscribe(Box<SubscribeMsg<S::Out>>),
@@ -161,6 +168,7 @@ pub(crate) enum Mail<S: Stage> {
     /// A dispatcher releases an info marker.
     ReleaseInfo(u64),
     Exec(Exec<S>),
+    Deliver(Box<dyn Deliver<S>>),
 }
 
 pub(crate) struct SubscribeMsg<T> {
@@ -327,6 +335,22 @@ impl<T> MailQueue<T> {
         while state.items.is_empty() {
             state.sleeping = true;
             self.wake.wait(&mut state);
+        }
+        state.sleeping = false;
+        std::mem::swap(&mut state.items, batch);
+        self.queued.store(false, Ordering::Relaxed);
+    }
+
+    /// [`recv_all`](Self::recv_all) for a stage with a timer armed: waits until
+    /// something is queued or `deadline` passes, without spinning (the timer, not a
+    /// message, is usually what comes next). Returns at once if something is queued.
+    pub(crate) fn recv_all_until(&self, batch: &mut VecDeque<T>, deadline: std::time::Instant) {
+        let mut state = self.state.lock();
+        while state.items.is_empty() {
+            state.sleeping = true;
+            if self.wake.wait_until(&mut state, deadline).timed_out() {
+                break;
+            }
         }
         state.sleeping = false;
         std::mem::swap(&mut state.items, batch);

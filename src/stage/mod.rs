@@ -38,21 +38,21 @@ pub mod log;
 pub(crate) mod mailbox;
 mod options;
 pub mod raw;
-mod reason;
+pub(crate) mod reason;
 pub(crate) mod runtime;
 mod subscription;
 mod supervisor;
 mod topology;
 
 pub use buffer::{BufferKeep, BufferSize};
-pub use context::Context;
+pub use context::{Context, TimerRef};
 pub use handle::{ReplyTo, Source, SourceRef, StageMetrics, StageRef};
 pub use iter::{
     from_iter, stream, FromIterOptions, IterProducer, OnCancel, StageStream, StreamError,
 };
 pub use mailbox::SpinPolicy;
 pub use options::{ConsumerOptions, ProducerConsumerOptions, ProducerOptions};
-pub use reason::{CancelReason, Reason, Tag};
+pub use reason::{CancelReason, Kind, Reason, Tag};
 pub use subscription::{
     CancelMode, Demand, PartitionKey, Selector, SubscribeOptions, SubscriptionInfo, SubscriptionRef,
 };
@@ -88,17 +88,6 @@ pub enum Peer {
     /// We subscribed to a producer.
     Producer,
     /// A consumer subscribed to us.
-    Consumer,
-}
-
-/// The kind of a running stage.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// Emits events from `handle_demand`.
-    Producer,
-    /// Consumes events and emits events.
-    ProducerConsumer,
-    /// Consumes events.
     Consumer,
 }
 

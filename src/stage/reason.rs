@@ -1,8 +1,22 @@
-//! Why a stage stopped or a subscription ended, and subscription tags.
+//! The vocabulary shared by the stage layer and its errors: why a stage stopped or a
+//! subscription ended, subscription tags, and the kinds of stage. It imports nothing
+//! from the rest of the crate, so `crate::error` can name these types without
+//! depending on the stage machinery that returns the errors.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// The kind of a running stage.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Emits events from `handle_demand`.
+    Producer,
+    /// Consumes events and emits events.
+    ProducerConsumer,
+    /// Consumes events.
+    Consumer,
+}
 
 /// Why a stage exited or why a subscription was cancelled.
 ///

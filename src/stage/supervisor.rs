@@ -222,6 +222,7 @@ pub struct ChildCounts {
 
 /// Why [`terminate_child`](StageRef::terminate_child) failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TerminateChildError {
     /// No such job (it ended, or was terminated already).
     #[error("not found")]
@@ -497,7 +498,9 @@ fn worker<T: Send + 'static>(
         };
         let outcome = match catch_unwind(AssertUnwindSafe(|| job.run(&task.event, &ctx))) {
             Ok(r) => r,
-            Err(payload) => Err(Reason::Panic(panic_text(payload.as_ref()).into())),
+            Err(payload) => Err(Reason::Panic(
+                crate::panic::message(payload.as_ref()).into(),
+            )),
         };
         let (id, event) = (task.id, task.event);
         let delivered = me.exec(move |rt| {
@@ -706,15 +709,5 @@ impl<T: Send + 'static> StageRef<ConsumerSupervisor<T>> {
     /// GenStage's `count_children`.
     pub fn count_children(&self) -> Result<ChildCounts, CallError> {
         self.call_timeout(CountChildren, SUPERVISOR_TIMEOUT)
-    }
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
     }
 }

@@ -238,7 +238,11 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
                             Ok(selected) => selected,
                             Err(payload) => {
                                 self.error = Some(Reason::Panic(
-                                    format!("selector panicked: {}", panic_text(&payload)).into(),
+                                    format!(
+                                        "selector panicked: {}",
+                                        crate::panic::message(payload.as_ref())
+                                    )
+                                    .into(),
                                 ));
                                 continue;
                             }
@@ -272,15 +276,5 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
         } else {
             self.waiting
         }
-    }
-}
-
-pub(crate) fn panic_text(payload: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
     }
 }

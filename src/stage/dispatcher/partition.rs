@@ -8,7 +8,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::broadcast::panic_text;
 use super::{Dispatcher, PendingInfo, StallCounter, Subscriber};
 use crate::error::OptionsError;
 use crate::stage::log::{Level, LogSink};
@@ -745,7 +744,11 @@ where
                 Err(payload) => {
                     discarded += 1;
                     error = Some(Reason::Panic(
-                        format!("the partition hash panicked: {}", panic_text(&payload)).into(),
+                        format!(
+                            "the partition hash panicked: {}",
+                            crate::panic::message(payload.as_ref())
+                        )
+                        .into(),
                     ))
                 }
             }
