@@ -364,7 +364,7 @@ fn plain_consumers_reraise_the_closures_own_panic_payload() {
 fn the_try_forms_keep_the_payload_for_resume_unwind() {
     let err = failing(8).try_count().unwrap_err();
     assert!(
-        matches!(&err, FlowError::Panic { message, .. } if message == "panic with a non-string payload"),
+        matches!(&err, FlowError::Panic { message, .. } if message == "non-string panic payload"),
         "{err:?}"
     );
     // Clones share the payload; the first to take it gets it.
