@@ -45,6 +45,8 @@ use stageflow::pipeline::{Batcher, BatcherOptions, PipelineHandle, PipelineRepor
 use stageflow::prelude::*;
 
 mod db;
+#[cfg(feature = "redis")]
+pub mod dist;
 pub mod generate;
 mod input;
 mod record;
@@ -65,8 +67,9 @@ pub mod exit {
     /// touch an existing table; nothing was written. Also an input that failed or
     /// changed while being read (what was committed before stands).
     pub const USAGE: u8 = 2;
-    /// The database failed (locked, disk full, corrupt, ...); what was committed
-    /// before stands and the same command resumes once the database is fixed.
+    /// The database failed (locked, disk full, corrupt, ...), or Redis did in the
+    /// distributed modes; what was committed before stands and the same command
+    /// resumes once it is fixed.
     pub const DATABASE: u8 = 3;
     /// Interrupted (SIGINT, SIGTERM, SIGHUP) and drained: the same command resumes.
     pub const INTERRUPTED: u8 = 130;
@@ -226,6 +229,9 @@ pub enum EtlError {
     Database(String),
     /// A stage failed.
     Failed(String),
+    /// Redis failed (unreachable, an error reply) in the distributed modes; what was
+    /// committed stands and the same command resumes.
+    Redis(String),
 }
 
 impl EtlError {
@@ -233,7 +239,7 @@ impl EtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             EtlError::Usage(_) | EtlError::Input(_) => exit::USAGE,
-            EtlError::Database(_) => exit::DATABASE,
+            EtlError::Database(_) | EtlError::Redis(_) => exit::DATABASE,
             EtlError::Failed(_) => exit::FAILED,
         }
     }
@@ -244,6 +250,7 @@ impl fmt::Display for EtlError {
         match self {
             EtlError::Usage(m) | EtlError::Input(m) | EtlError::Failed(m) => f.write_str(m),
             EtlError::Database(m) => write!(f, "database error: {m}"),
+            EtlError::Redis(m) => write!(f, "redis error: {m}"),
         }
     }
 }

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stageflow_etl::{
-    exit, load, Config, Counters, EtlError, Existing, IfLoaded, InputSpec, Outcome,
+    exit, load, Config, Counters, EtlError, Existing, IfLoaded, InputSpec, Interrupt, Outcome,
 };
 
 const HELP: &str = "\
 etl: load JSON Lines into SQLite, exactly once, with a rejects file.
 
 usage: etl [OPTIONS] [FILE ...]
+       etl enqueue | work | check [OPTIONS]   (several processes: see below)
 
 FILE is a JSON Lines file, a named pipe, or - for standard input. Each line must be a
 JSON object {\"id\": u64, \"name\": str, \"email\": str, \"amount\": f64, \"tags\": [str],
@@ -49,6 +50,13 @@ Options:
 Signals: SIGINT (Ctrl-C), SIGTERM and SIGHUP drain: reading stops, every line read is
 written, the summary is printed. A second one quits at once (still safe to resume).
 
+Several processes, on one machine or many (built with --features redis, and
+postgres for a shared PostgreSQL table): `etl enqueue` adds the lines of the files
+to a Redis stream, exactly once; any number of `etl work` processes share them in a
+consumer group and write them into SQLite or PostgreSQL, each line once, acknowledged
+after the commit; `etl check` tells whether every line was loaded. `etl MODE --help`
+says more. (A file named like a mode is given as ./work.)
+
 Exit codes:
   0    loaded completely (or nothing left to load), counts checked
   1    a stage failed or the counts did not check
@@ -63,6 +71,9 @@ struct Args {
     sample: u64,
     progress: bool,
 }
+
+#[cfg(feature = "redis")]
+mod cli_dist;
 
 fn number(flag: &str, value: std::ffi::OsString, min: u64) -> Result<u64, String> {
     let text = value.to_string_lossy();
@@ -242,10 +253,62 @@ fn summary(
     Ok(())
 }
 
+/// Signals drain; a second one quits at once (safe: every commit is whole).
+fn install_signals(interrupt: Arc<Interrupt>) -> Result<(), ctrlc::Error> {
+    let pressed = AtomicBool::new(false);
+    ctrlc::set_handler(move || {
+        if pressed.swap(true, Ordering::SeqCst) {
+            eprintln!(
+                "\netl: second signal: quitting without draining; run the same command to resume"
+            );
+            std::process::exit(exit::INTERRUPTED.into());
+        }
+        eprintln!("\netl: signal: draining (reading stops, every line read is written)...");
+        interrupt.request();
+    })
+}
+
+/// `etl enqueue|work|check ...`: `None` when the first argument names no mode.
+fn dist_mode() -> Option<ExitCode> {
+    let mode = std::env::args_os().nth(1)?;
+    let mode = match mode.to_str() {
+        Some(m @ ("enqueue" | "work" | "check")) => m.to_string(),
+        _ => return None,
+    };
+    #[cfg(feature = "redis")]
+    {
+        let parser = lexopt::Parser::from_args(std::env::args_os().skip(2));
+        let interrupt = Arc::new(Interrupt::default());
+        if mode != "check" {
+            if let Err(e) = install_signals(interrupt.clone()) {
+                eprintln!("etl: cannot install the signal handler: {e}");
+                return Some(ExitCode::from(exit::FAILED));
+            }
+        }
+        Some(match mode.as_str() {
+            "enqueue" => cli_dist::enqueue_main(parser, interrupt),
+            "work" => cli_dist::work_main(parser, interrupt),
+            _ => cli_dist::check_main(parser),
+        })
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        eprintln!(
+            "etl {mode}: this etl was built without Redis; build it with \
+             cargo build --release -p stageflow-etl --features redis \
+             (and postgres for --postgres)"
+        );
+        Some(ExitCode::from(exit::USAGE))
+    }
+}
+
 fn main() -> ExitCode {
     // Stages log through the `log` facade: show their warnings and errors on stderr
     // unless RUST_LOG says otherwise (env_logger alone would show only errors).
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    if let Some(code) = dist_mode() {
+        return code;
+    }
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {
@@ -262,20 +325,7 @@ fn main() -> ExitCode {
         sample,
         progress: show_progress,
     } = args;
-    // Signals drain; a second one quits at once (safe: every commit is whole).
-    let interrupt = config.interrupt.clone();
-    let pressed = AtomicBool::new(false);
-    let installed = ctrlc::set_handler(move || {
-        if pressed.swap(true, Ordering::SeqCst) {
-            eprintln!(
-                "\netl: second signal: quitting without draining; run the same command to resume"
-            );
-            std::process::exit(exit::INTERRUPTED.into());
-        }
-        eprintln!("\netl: signal: draining (reading stops, every line read is written)...");
-        interrupt.request();
-    });
-    if let Err(e) = installed {
+    if let Err(e) = install_signals(config.interrupt.clone()) {
         eprintln!("etl: cannot install the signal handler: {e}");
         return ExitCode::from(exit::FAILED);
     }
@@ -323,7 +373,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("etl: {e}");
             match &e {
-                EtlError::Database(_) | EtlError::Failed(_) => eprintln!(
+                EtlError::Database(_) | EtlError::Failed(_) | EtlError::Redis(_) => eprintln!(
                     "etl: what was committed before stands; once fixed, run the same command to resume"
                 ),
                 EtlError::Usage(_) | EtlError::Input(_) => {}
