@@ -148,6 +148,8 @@ pub mod error;
 pub mod flow;
 mod panic;
 pub mod pipeline;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod stage;
 
 pub use error::{CallError, NotAlive, OptionsError, SendError, StartError, SubscribeError};
