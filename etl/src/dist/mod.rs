@@ -26,7 +26,7 @@
 pub mod check;
 pub mod enqueue;
 pub(crate) mod store;
-// TEMP pub mod work;
+pub mod work;
 
 use crate::EtlError;
 
@@ -108,7 +108,8 @@ pub(crate) fn connect(url: &str) -> Result<redis::Connection, EtlError> {
 }
 
 /// Creates the consumer group at the stream's start (and the stream) if missing, so
-/// that workers started after `enqueue` still read every entry.
+/// that workers started after `enqueue` still read every entry (the Redis source
+/// does the same for workers started first).
 pub(crate) fn ensure_group(
     con: &mut redis::Connection,
     url: &str,

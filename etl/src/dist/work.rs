@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use stageflow::pipeline::{Acks, Batch, Batcher, BatcherOptions, Message, PipelineReport};
 use stageflow::prelude::*;
-use stageflow::redis::{RedisStreamCounts, RedisStreamOptions, RedisStreamSource, StreamEntry};
+use stageflow::redis::{
+    RedisSourceError, RedisStreamCounts, RedisStreamOptions, RedisStreamSource, StreamEntry,
+};
 
 use crate::dist::store::{self, Inserted, Item, Tables};
 use crate::dist::{dead_letter_key, Sink};
@@ -167,10 +169,13 @@ impl fmt::Display for WorkOutcome {
                 s.lost
             )?;
         }
+        let lag = s
+            .lag
+            .map_or("an unknown number of".into(), |n| n.to_string());
         write!(
             f,
-            "group    {} entries pending, {} unread (all consumers)",
-            s.pending, s.lag
+            "left     {} entries taken by this worker and not acknowledged; {lag} entries unread in the group",
+            s.pending
         )
     }
 }
@@ -298,7 +303,8 @@ impl SqliteWrite {
     fn write(&mut self, batch: &[Message<Item>]) -> rusqlite::Result<Inserted> {
         let tx = self.db.transaction()?;
         let items: Vec<&Item> = batch.iter().map(|m| &m.data).collect();
-        let inserted = store::sqlite_write(&tx, &self.tables, &self.stream, &self.consumer, &items)?;
+        let inserted =
+            store::sqlite_write(&tx, &self.tables, &self.stream, &self.consumer, &items)?;
         if !self.slow.is_zero() {
             // A slow database: the time is spent inside the transaction.
             std::thread::sleep(self.slow);
@@ -383,11 +389,14 @@ fn worker_counts(config: &WorkConfig, tables: &Tables) -> Result<Inserted, EtlEr
 pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
     super::validate_table(&config.table).map_err(EtlError::Usage)?;
     if config.consumer.is_empty() {
-        return Err(EtlError::Usage("--consumer needs a name, got an empty one".into()));
+        return Err(EtlError::Usage(
+            "--consumer needs a name, got an empty one".into(),
+        ));
     }
     let started = Instant::now();
     let tables = Tables::new(&config.table);
-    let failed_start = |e: &dyn fmt::Display| EtlError::Failed(format!("starting the pipeline: {e}"));
+    let failed_start =
+        |e: &dyn fmt::Display| EtlError::Failed(format!("starting the pipeline: {e}"));
     let fatal = Arc::new(Mutex::new(None::<String>));
     // The sink first: a database that cannot be used is refused before anything is
     // read from the stream.
@@ -411,24 +420,28 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
             let mut client = store::pg::connect(conn).map_err(EtlError::Database)?;
             store::pg::create(&mut client, &tables).map_err(EtlError::Database)?;
             drop(client);
-            let (tables, stream, consumer) =
-                (tables.clone(), config.stream.clone(), config.consumer.clone());
+            let (tables, stream, consumer) = (
+                tables.clone(),
+                config.stream.clone(),
+                config.consumer.clone(),
+            );
             let (slow, counters) = (config.slow_db, config.counters.clone());
             let options = stageflow::postgres::PostgresSinkOptions::new(conn.clone());
-            let sink = stageflow::postgres::PostgresSink::new(options, move |tx, items: &[Item]| {
-                let inserted = store::pg::write(tx, &tables, &stream, &consumer, items)?;
-                if !slow.is_zero() {
-                    std::thread::sleep(slow);
-                }
-                // Counted per attempt (a progress display); the summary counts from
-                // the committed tables.
-                counters.written.fetch_add(inserted.rows, Ordering::Relaxed);
-                counters
-                    .rejected
-                    .fetch_add(inserted.rejects, Ordering::Relaxed);
-                Ok(())
-            })
-            .map_err(|e| EtlError::Database(format!("PostgreSQL: {e}")))?;
+            let sink =
+                stageflow::postgres::PostgresSink::new(options, move |tx, items: &[Item]| {
+                    let inserted = store::pg::write(tx, &tables, &stream, &consumer, items)?;
+                    if !slow.is_zero() {
+                        std::thread::sleep(slow);
+                    }
+                    // Counted per attempt (a progress display); the summary counts from
+                    // the committed tables.
+                    counters.written.fetch_add(inserted.rows, Ordering::Relaxed);
+                    counters
+                        .rejected
+                        .fetch_add(inserted.rejects, Ordering::Relaxed);
+                    Ok(())
+                })
+                .map_err(|e| EtlError::Database(format!("PostgreSQL: {e}")))?;
             Writer::Postgres(sink)
         }
         #[cfg(not(feature = "postgres"))]
@@ -448,15 +461,9 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
     // At most what the parsers ask for at once: entries read ahead of demand would
     // sit in this process, pending, instead of being available to the others.
     .max_count(1000);
-    // The group must exist from the stream's start before the source creates it
-    // (it would start at the end): workers started before `enqueue` see every line.
-    {
-        let mut con = super::connect(&config.redis)?;
-        super::ensure_group(&mut con, &config.redis, &config.stream, &config.group)?;
-    }
-    let source = RedisStreamSource::new(options).map_err(|e| match e.to_string() {
-        m if m.contains("expected") => EtlError::Usage(m),
-        m => EtlError::Redis(format!("{} ({}): {m}", config.stream, config.redis)),
+    let source = RedisStreamSource::new(options).map_err(|e| match e {
+        RedisSourceError::Options(e) => EtlError::Usage(e.to_string()),
+        e => EtlError::Redis(format!("{} ({}): {e}", config.stream, config.redis)),
     })?;
     let stats = source.stats();
     let failed = Arc::new(AtomicU64::new(0));
