@@ -265,7 +265,7 @@ pub fn enqueue_main(mut parser: lexopt::Parser, interrupt: Arc<Interrupt>) -> Ex
         }
         Ok(true)
     })();
-    let stream = match parsed.and_then(|go| Ok((go, common.stream()))) {
+    let stream = match parsed.map(|go| (go, common.stream())) {
         Ok((false, _)) => {
             let _ = std::io::stdout().write_all(ENQUEUE_HELP.as_bytes());
             return ExitCode::SUCCESS;

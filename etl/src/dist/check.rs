@@ -9,6 +9,9 @@ use crate::dist::store::Tables;
 use crate::dist::{connect, dead_letter_key, groups, progress_key, redis_error, totals, Sink};
 use crate::EtlError;
 
+/// A stream entry as `XRANGE` returns it: its id and its fields.
+type RawEntry = (String, Vec<(String, Vec<u8>)>);
+
 /// A check to run.
 #[derive(Clone, Debug)]
 pub struct CheckConfig {
@@ -230,7 +233,7 @@ pub fn check(config: &CheckConfig) -> Result<CheckReport, EtlError> {
     let mut dead_foreign = 0;
     let mut from = "-".to_string();
     loop {
-        let page: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+        let page: Vec<RawEntry> = redis::cmd("XRANGE")
             .arg(&config.dead_letters)
             .arg(&from)
             .arg("+")

@@ -401,12 +401,12 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
     // The sink first: a database that cannot be used is refused before anything is
     // read from the stream.
     enum Writer {
-        Sqlite(SqliteWrite),
+        Sqlite(Box<SqliteWrite>),
         #[cfg(feature = "postgres")]
-        Postgres(stageflow::postgres::PostgresSink<Item>),
+        Postgres(Box<stageflow::postgres::PostgresSink<Item>>),
     }
     let writer = match &config.sink {
-        Sink::Sqlite(path) => Writer::Sqlite(SqliteWrite {
+        Sink::Sqlite(path) => Writer::Sqlite(Box::new(SqliteWrite {
             db: store::sqlite_open(path, &tables).map_err(EtlError::Database)?,
             tables: tables.clone(),
             stream: config.stream.clone(),
@@ -414,7 +414,7 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
             slow: config.slow_db,
             counters: config.counters.clone(),
             fatal: fatal.clone(),
-        }),
+        })),
         #[cfg(feature = "postgres")]
         Sink::Postgres(conn) => {
             let mut client = store::pg::connect(conn).map_err(EtlError::Database)?;
@@ -426,7 +426,9 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
                 config.consumer.clone(),
             );
             let (slow, counters) = (config.slow_db, config.counters.clone());
-            let options = stageflow::postgres::PostgresSinkOptions::new(conn.clone());
+            // Named in `pg_stat_activity` (PostgreSQL keeps 63 bytes of it).
+            let options = stageflow::postgres::PostgresSinkOptions::new(conn.clone())
+                .application_name(format!("etl {}@{}", config.consumer, config.stream));
             let sink =
                 stageflow::postgres::PostgresSink::new(options, move |tx, items: &[Item]| {
                     let inserted = store::pg::write(tx, &tables, &stream, &consumer, items)?;
@@ -442,7 +444,7 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
                     Ok(())
                 })
                 .map_err(|e| EtlError::Database(format!("PostgreSQL: {e}")))?;
-            Writer::Postgres(sink)
+            Writer::Postgres(Box::new(sink))
         }
         #[cfg(not(feature = "postgres"))]
         Sink::Postgres(_) => return Err(Sink::unsupported()),
@@ -513,13 +515,13 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
     match writer {
         Writer::Sqlite(w) => {
             topology
-                .consumer(w, write_opts)
+                .consumer(*w, write_opts)
                 .map_err(|e| failed_start(&e))?;
         }
         #[cfg(feature = "postgres")]
         Writer::Postgres(w) => {
             topology
-                .consumer(w, write_opts)
+                .consumer(*w, write_opts)
                 .map_err(|e| failed_start(&e))?;
         }
     }

@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 
 use super::{expected, lines, text, Expected};
 
+/// A stream entry as `XRANGE` returns it.
+type RawEntry = (String, Vec<(String, Vec<u8>)>);
+/// Rows and rejects of the tables by (input, line).
+type Rows = BTreeMap<(String, u64), Expected>;
+type Rejects = BTreeMap<(String, u64), Vec<u8>>;
+
 /// The Redis the tests use: `STAGEFLOW_REDIS_URL`, else the local default.
 pub fn redis_url() -> String {
     std::env::var("STAGEFLOW_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
@@ -181,7 +187,7 @@ impl Load {
 
     /// The dead letters: each entry's fields.
     pub fn dead_letters(&self) -> Vec<BTreeMap<String, String>> {
-        let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+        let entries: Vec<RawEntry> = redis::cmd("XRANGE")
             .arg(format!("{}:dead", self.stream))
             .arg("-")
             .arg("+")
@@ -228,12 +234,7 @@ impl Load {
     }
 
     /// Every row and reject of the tables, by (input, line).
-    fn table(
-        &self,
-    ) -> (
-        BTreeMap<(String, u64), Expected>,
-        BTreeMap<(String, u64), Vec<u8>>,
-    ) {
+    fn table(&self) -> (Rows, Rejects) {
         let t = &self.table;
         let rows_q = format!("SELECT input, line, id, name, email, amount, tags, ts FROM {t}");
         let rejects_q = format!("SELECT input, line, error, raw FROM {t}_rejects");
