@@ -148,6 +148,9 @@ pub mod error;
 pub mod flow;
 mod panic;
 pub mod pipeline;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 pub mod stage;
 
 pub use error::{CallError, NotAlive, OptionsError, SendError, StartError, SubscribeError};
