@@ -15,7 +15,7 @@ pub(crate) enum Trouble {
     /// with its reply still to come): drop it, wait, connect again.
     Reconnect,
     /// The group is gone (the stream was deleted, or Redis restarted without
-    /// persistence): create it again, then go on.
+    /// its data): create it again, then go on.
     NoGroup,
     /// Redis is busy for a while (loading its data, a long script, a replica
     /// being promoted): wait and try again on the same connection.
@@ -27,7 +27,8 @@ pub(crate) enum Trouble {
 
 pub(crate) fn classify(e: &RedisError) -> Trouble {
     use redis::ErrorKind::*;
-    if e.code() == Some("NOGROUP") {
+    // UNBLOCKED: the stream was deleted while a read waited on it.
+    if matches!(e.code(), Some("NOGROUP" | "UNBLOCKED")) {
         return Trouble::NoGroup;
     }
     match e.kind() {
@@ -276,10 +277,18 @@ pub(crate) fn group_info(
     con: &mut Connection,
     o: &RedisStreamOptions,
 ) -> Result<Option<(u64, Option<u64>)>, RedisError> {
-    let reply: Value = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(&o.stream)
-        .query(con)?;
+    let reply: Value = match redis::cmd("XINFO").arg("GROUPS").arg(&o.stream).query(con) {
+        Ok(reply) => reply,
+        // The stream is gone (deleted, or Redis restarted without its data): the
+        // next read says NOGROUP and the group is made again.
+        Err(e)
+            if e.kind() == redis::ErrorKind::ResponseError
+                && e.to_string().contains("no such key") =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
     let Some(fields) = entry::find_group(reply, &o.group) else {
         return Ok(None);
     };

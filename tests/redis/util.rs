@@ -21,8 +21,7 @@ pub fn url() -> String {
     std::env::var("STAGEFLOW_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
 }
 
-/// A plain connection for the test's own commands.
-pub fn redis() -> Connection {
+fn connect() -> Connection {
     let url = url();
     let fail = |e: &dyn std::fmt::Display| -> ! {
         panic!("Redis not reachable at {url}: start it or run without --features redis ({e})")
@@ -35,6 +34,53 @@ pub fn redis() -> Connection {
         .query::<String>(&mut con)
         .unwrap_or_else(|e| fail(&e));
     con
+}
+
+/// The test's own connection. Other programs sharing the server may cut
+/// connections (`CLIENT KILL TYPE normal`, to test their reconnects): a command
+/// that meets a dropped connection is sent once more on a new one.
+pub struct Con(Connection);
+
+pub fn redis() -> Con {
+    Con(connect())
+}
+
+impl Con {
+    fn retry<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        match f(&mut self.0) {
+            Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                self.0 = connect();
+                f(&mut self.0)
+            }
+            other => other,
+        }
+    }
+}
+
+impl redis::ConnectionLike for Con {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<Value> {
+        self.retry(|c| c.req_packed_command(cmd))
+    }
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisResult<Vec<Value>> {
+        self.retry(|c| c.req_packed_commands(cmd, offset, count))
+    }
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+    fn check_connection(&mut self) -> bool {
+        self.0.check_connection()
+    }
+    fn is_open(&self) -> bool {
+        self.0.is_open()
+    }
 }
 
 /// A stream key of the test's own (unique per test and per process); the stream,
@@ -81,7 +127,7 @@ impl Drop for Key {
 }
 
 /// Adds `n` entries `{n: i, pad: ...}` to `stream` (pipelined); returns their ids.
-pub fn add(con: &mut Connection, stream: &str, from: u64, n: u64) -> Vec<StreamId> {
+pub fn add(con: &mut Con, stream: &str, from: u64, n: u64) -> Vec<StreamId> {
     let mut ids = Vec::new();
     for chunk_start in (from..from + n).step_by(1000) {
         let mut pipe = redis::pipe();
@@ -111,7 +157,7 @@ pub fn number(entry: &StreamEntry) -> u64 {
 }
 
 /// The group's pending count, all consumers.
-pub fn pending(con: &mut Connection, stream: &str) -> u64 {
+pub fn pending(con: &mut Con, stream: &str) -> u64 {
     let reply: Value = redis::cmd("XPENDING")
         .arg(stream)
         .arg("g")
@@ -127,7 +173,7 @@ pub fn pending(con: &mut Connection, stream: &str) -> u64 {
 }
 
 /// `(id, consumer, deliveries)` of every pending entry.
-pub fn pending_entries(con: &mut Connection, stream: &str) -> Vec<(StreamId, String, u64)> {
+pub fn pending_entries(con: &mut Con, stream: &str) -> Vec<(StreamId, String, u64)> {
     let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
         .arg(stream)
         .arg("g")
@@ -142,7 +188,7 @@ pub fn pending_entries(con: &mut Connection, stream: &str) -> Vec<(StreamId, Str
 }
 
 /// The entries of a stream, each as its field pairs (as text).
-pub fn entries(con: &mut Connection, stream: &str) -> Vec<(String, Vec<(String, String)>)> {
+pub fn entries(con: &mut Con, stream: &str) -> Vec<(String, Vec<(String, String)>)> {
     redis::cmd("XRANGE")
         .arg(stream)
         .arg("-")
@@ -163,16 +209,26 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// What a sink saw: the entry, and what it told the source.
+/// What a sink does with an entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Acknowledge it as done.
+    Ack,
+    /// Acknowledge it as failed with this error.
+    Fail(String),
+    /// Do not acknowledge it at all (as if the process died before its commit).
+    Keep,
+}
+
+/// What a sink saw: the entry, and what it did with it.
 #[derive(Clone, Debug)]
 pub struct Got {
     pub entry: StreamEntry,
-    pub failed: Option<String>,
+    pub verdict: Verdict,
 }
 
-/// What a sink does with each entry: `None` acknowledges it as done,
-/// `Some(error)` as failed.
-pub type Decide = Box<dyn FnMut(&StreamEntry) -> Option<String> + Send>;
+/// What a sink does with each entry.
+pub type Decide = Box<dyn FnMut(&StreamEntry) -> Verdict + Send>;
 
 /// A consumer that "commits" each batch (reports it to the test), then acknowledges
 /// it, one call per batch. With `manual`, it sends its subscription to the test,
@@ -197,7 +253,7 @@ impl Sink {
     }
 
     pub fn acking() -> (Sink, Receiver<Got>) {
-        Sink::new(Box::new(|_| None))
+        Sink::new(Box::new(|_| Verdict::Ack))
     }
 
     pub fn manual(mut self) -> (Sink, Receiver<SubscriptionRef>) {
@@ -237,18 +293,83 @@ impl Consumer for Sink {
     ) {
         let mut acks = Acks::new();
         for message in &batch {
-            let failed = (self.decide)(&message.data);
-            match &failed {
-                None => acks.successful(message),
-                Some(error) => acks.failed(message, error),
+            let verdict = (self.decide)(&message.data);
+            match &verdict {
+                Verdict::Ack => acks.successful(message),
+                Verdict::Fail(error) => acks.failed(message, error),
+                Verdict::Keep => {}
             }
             let _ = self.tx.send(Got {
                 entry: message.data.clone(),
-                failed,
+                verdict,
             });
         }
         acks.send();
     }
+}
+
+/// The group's `(entries-read, lag)` from `XINFO GROUPS`.
+pub fn group_progress(con: &mut Con, stream: &str) -> (u64, Option<u64>) {
+    let groups: Vec<Vec<Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query(con)
+        .expect("XINFO GROUPS");
+    let g = groups.into_iter().next().expect("the group exists");
+    let mut read = 0;
+    let mut lag = None;
+    for pair in g.chunks(2) {
+        let name = match &pair[0] {
+            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            Value::SimpleString(s) => s.clone(),
+            _ => continue,
+        };
+        let value = match &pair[1] {
+            Value::Int(n) => Some(*n as u64),
+            _ => None,
+        };
+        match name.as_str() {
+            "entries-read" => read = value.unwrap_or(0),
+            "lag" => lag = value,
+            _ => {}
+        }
+    }
+    (read, lag)
+}
+
+/// Reads up to `count` new entries as `consumer` with a plain client and never
+/// acknowledges them: a consumer that died holding them.
+pub fn read_as(con: &mut Con, stream: &str, consumer: &str, count: usize) -> Vec<StreamId> {
+    let reply: Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query(con)
+        .expect("XREADGROUP");
+    let text = format!("{reply:?}");
+    let mut ids = Vec::new();
+    if let Value::Array(streams) = reply {
+        for s in streams {
+            if let Value::Array(mut pair) = s {
+                if let Some(Value::Array(entries)) = pair.pop() {
+                    for e in entries {
+                        if let Value::Array(parts) = e {
+                            if let Some(Value::BulkString(id)) = parts.first() {
+                                ids.push(std::str::from_utf8(id).unwrap().parse().unwrap());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(!ids.is_empty() || count == 0, "nothing read: {text}");
+    ids
 }
 
 /// Receives `n` reports from a sink, or fails.
@@ -258,8 +379,14 @@ pub fn receive(rx: &Receiver<Got>, n: usize) -> Vec<Got> {
     while out.len() < n {
         match rx.recv_deadline(deadline) {
             Ok(got) => out.push(got),
-            Err(_) => panic!(
-                "timed out after {TIMEOUT:?} with {} of {n} entries received: {:?}",
+            Err(e) => panic!(
+                "{} with {} of {n} entries received: {:?}",
+                match e {
+                    crossbeam_channel::RecvTimeoutError::Timeout =>
+                        format!("timed out after {TIMEOUT:?}"),
+                    crossbeam_channel::RecvTimeoutError::Disconnected =>
+                        "the sink stopped".to_string(),
+                },
                 out.len(),
                 out.iter()
                     .map(|g| g.entry.id.to_string())
@@ -271,7 +398,7 @@ pub fn receive(rx: &Receiver<Got>, n: usize) -> Vec<Got> {
 }
 
 /// The ids of this test's source connections (by their client names).
-pub fn client_ids(con: &mut Connection, consumer: &str) -> Vec<u64> {
+pub fn client_ids(con: &mut Con, consumer: &str) -> Vec<u64> {
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query(con)
@@ -288,4 +415,25 @@ pub fn client_ids(con: &mut Connection, consumer: &str) -> Vec<u64> {
                 .and_then(|id| id.parse().ok())
         })
         .collect()
+}
+
+/// Creates group `g` at the start of `stream` (and the stream).
+pub fn create_group(con: &mut Con, stream: &str) {
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .exec(con)
+        .expect("XGROUP CREATE");
+}
+
+/// Stops a stage and waits for it, or fails.
+pub fn stop<S: Stage>(stage: &StageRef<S>) {
+    let _ = stage.stop(Reason::Shutdown);
+    assert!(
+        stage.join_timeout(TIMEOUT).is_some(),
+        "{stage:?} did not stop"
+    );
 }
