@@ -150,6 +150,9 @@ mod panic;
 pub mod pipeline;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 pub mod stage;
 
 pub use error::{CallError, NotAlive, OptionsError, SendError, StartError, SubscribeError};
