@@ -142,12 +142,13 @@ impl fmt::Display for WorkOutcome {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         writeln!(
             f,
-            "worker   {}: read {} entries in {secs:.2} s ({:.0}/s); {} redelivered, {} taken over from other consumers",
+            "worker   {}: read {} entries in {secs:.2} s ({:.0}/s); {} redelivered, {} taken over from other consumers; reconnected {} times",
             self.consumer,
             self.read,
             self.read as f64 / secs,
             s.redelivered,
-            s.reclaimed
+            s.reclaimed,
+            s.reconnects
         )?;
         writeln!(f, "written  {:>9} rows", self.written)?;
         writeln!(f, "rejected {:>9} lines", self.rejected)?;
@@ -470,6 +471,12 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
     let stats = source.stats();
     let failed = Arc::new(AtomicU64::new(0));
 
+    // What a worker holds at once (read from Redis, not yet committed) is bounded by
+    // these demands: about parsers x (parse demand + batch size) + 2 batches. Kept
+    // small, since those entries age in the group while they wait here, and one
+    // held longer than `claim_idle` is taken over by another worker (a second
+    // delivery, which costs a duplicate write and counts towards the limit).
+    let parse_demand = config.batch_size.clamp(10, 500);
     let mut topology = Topology::new();
     let redis = topology
         .source(source, ProducerOptions::new().name("redis"))
@@ -485,7 +492,7 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
                     },
                     ProducerConsumerOptions::new()
                         .name(format!("parse-{i}"))
-                        .subscribe_to(&redis, SubscribeOptions::new().max_demand(500)),
+                        .subscribe_to(&redis, SubscribeOptions::new().max_demand(parse_demand)),
                 )
                 .map_err(|e| failed_start(&e))?,
         );
@@ -496,7 +503,7 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
         batch_opts = batch_opts.subscribe_to(
             p,
             SubscribeOptions::new()
-                .max_demand(2000)
+                .max_demand(config.batch_size.max(2))
                 .cancel(CancelMode::Transient),
         );
     }
@@ -511,7 +518,7 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
         .map_err(|e| failed_start(&e))?;
     let write_opts = ConsumerOptions::new()
         .name("write")
-        .subscribe_to(&batcher, SubscribeOptions::new().max_demand(4));
+        .subscribe_to(&batcher, SubscribeOptions::new().max_demand(2));
     match writer {
         Writer::Sqlite(w) => {
             topology

@@ -372,6 +372,39 @@ impl Drop for Load {
     }
 }
 
+/// Cuts every Redis connection of the workers named `consumers` (the Redis source
+/// names its connections `stageflow-<role>:<consumer>`), as a Redis restart would;
+/// other clients (other tests) keep theirs. Returns how many were cut.
+pub fn cut_connections(consumers: &[&str]) -> u64 {
+    let mut con = redis();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut con).unwrap();
+    let mut cut = 0;
+    for client in list.lines() {
+        let field = |key: &str| {
+            client
+                .split(' ')
+                .find_map(|f| f.strip_prefix(key).and_then(|f| f.strip_prefix('=')))
+        };
+        let (Some(id), Some(name)) = (field("id"), field("name")) else {
+            continue;
+        };
+        if name.starts_with("stageflow-")
+            && consumers
+                .iter()
+                .any(|c| name.rsplit_once(':').is_some_and(|(_, n)| n == *c))
+        {
+            let n: u64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(id)
+                .query(&mut con)
+                .unwrap();
+            cut += n;
+        }
+    }
+    cut
+}
+
 /// `etl` run in `dir`, its temporary files there.
 pub fn etl_in(dir: &Path) -> std::process::Command {
     // Not `etl()`: its `--no-progress` comes first, and a mode's name must.
