@@ -526,3 +526,22 @@ fn a_closed_stdout_is_not_a_panic_and_leaves_no_temporary_file() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Built without the `redis` feature, the distributed modes say how to get them.
+#[cfg(not(feature = "redis"))]
+#[test]
+fn the_distributed_modes_name_the_feature_they_need() {
+    let dir = scratch("modes");
+    for mode in ["enqueue", "work", "check"] {
+        let bin = std::env::var_os("ETL_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_etl").into());
+        let out = std::process::Command::new(bin)
+            .args([mode, "--stream", "s"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--features redis"), "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

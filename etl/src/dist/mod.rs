@@ -22,6 +22,37 @@
 //!   acknowledged only after the commit.
 //! - [`check`](mod@check) compares what was enqueued with the table, the rejects, the
 //!   dead letters and what is still pending.
+//!
+//! The whole cycle with one worker, in this process (it needs Redis, at
+//! `STAGEFLOW_REDIS_URL` or 127.0.0.1:6379):
+//!
+//! ```
+//! use stageflow_etl::dist::{check::*, enqueue::*, progress_key, work::*, Sink, DEFAULT_REDIS_URL};
+//! use stageflow_etl::InputSpec;
+//! let redis = std::env::var("STAGEFLOW_REDIS_URL").unwrap_or(DEFAULT_REDIS_URL.into());
+//! let dir = tempfile::tempdir()?;
+//! let input = dir.path().join("in.jsonl");
+//! std::fs::write(&input, concat!(
+//!     r#"{"id": 1, "name": "a", "email": "a@x", "amount": 1.5, "tags": [], "ts": "2024"}"#, "\n",
+//!     "not json\n",
+//! ))?;
+//! let stream = format!("etl-doc-{}", std::process::id());
+//! let db = Sink::Sqlite(dir.path().join("out.db"));
+//!
+//! let enqueued = enqueue(EnqueueConfig::new(&redis, &stream, "etl", vec![InputSpec::Path(input)]))?;
+//! assert_eq!(enqueued.added(), 2);
+//! let mut worker = WorkConfig::new(&redis, &stream, "etl", "w1", db.clone());
+//! worker.until_done = true;
+//! let done = work(worker)?;
+//! assert_eq!((done.read, done.written, done.rejected), (2, 1, 1));
+//! let report = check(&CheckConfig::new(&redis, &stream, "etl", db))?;
+//! assert!(report.is_done(), "{report}");
+//!
+//! // The stream and its bookkeeping are the caller's to remove.
+//! let mut con = redis::Client::open(redis.as_str())?.get_connection()?;
+//! redis::cmd("DEL").arg(&stream).arg(progress_key(&stream)).exec(&mut con)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod check;
 pub mod enqueue;
