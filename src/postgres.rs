@@ -220,7 +220,7 @@ pub enum PostgresSinkError {
     #[error("bad options: {0}")]
     BadOptions(#[from] OptionsError),
     /// The first connection failed.
-    #[error("PostgreSQL not reachable at {target}: {source}")]
+    #[error("PostgreSQL not reachable at {target}: {}", full_text(source))]
     Connect {
         /// Hosts, ports, database and user, as configured.
         target: String,
@@ -372,8 +372,9 @@ impl<T: Send + 'static, K: Send + 'static> PostgresSink<T, K> {
                     ctx.log(
                         crate::stage::log::Level::Warning,
                         format!(
-                            "attempt {attempt} at a batch of {} failed, retrying in {delay:?}: {error}",
-                            data.len()
+                            "attempt {attempt} at a batch of {} failed, retrying in {delay:?}: {}",
+                            data.len(),
+                            full_text(&error)
                         ),
                     );
                     std::thread::sleep(delay);
@@ -394,7 +395,10 @@ impl<T: Send + 'static, K: Send + 'static> PostgresSink<T, K> {
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
             }
             Err(error) => {
-                let error = format!("PostgreSQL write failed after {attempt} attempts: {error}");
+                let error = format!(
+                    "PostgreSQL write failed after {attempt} attempts: {}",
+                    full_text(&error)
+                );
                 ctx.log(
                     crate::stage::log::Level::Warning,
                     format!(
@@ -456,6 +460,22 @@ fn lost_connection(error: &postgres::Error) -> bool {
         // one would cost the next attempt.
         None => true,
     }
+}
+
+/// The error with its causes: the client's `Display` says only "db error" for a
+/// server error, and the server's message is what a dead letter needs.
+fn full_text(error: &::postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn describe(config: &Config) -> String {
@@ -654,7 +674,8 @@ mod tests {
         .unwrap_err();
         let text = err.to_string();
         assert!(
-            text.starts_with("PostgreSQL not reachable at host=127.0.0.1 port=1 dbname=d user=u: "),
+            text.starts_with("PostgreSQL not reachable at host=127.0.0.1 port=1 dbname=d user=u: ")
+                && text.contains("refused"),
             "{text}"
         );
     }
