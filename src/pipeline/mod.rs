@@ -35,6 +35,7 @@
 //! (a polite HTTP client) put them together.
 
 mod ack;
+mod acking;
 mod batcher;
 mod drain;
 mod lines;
@@ -43,6 +44,7 @@ mod rate_limit;
 mod retry;
 
 pub use ack::{AckId, AckRef, Acknowledger, Acks, Failure, InFlight, InMemoryAcks, Message};
+pub use acking::{AckingCounts, AckingFinished, AckingSource, AckingStats, AcksArrived};
 pub use batcher::{Batch, BatchTimeout, Batcher, BatcherOptions, Flush, ProducersEnded};
 pub use drain::{Halt, Pipeline, PipelineHandle, PipelineReport, StageReport, StageStatus};
 pub use lines::{Line, LineError, LineEvent, LineSource, LinesExhausted};
