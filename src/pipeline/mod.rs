@@ -46,7 +46,9 @@ mod retry;
 pub use ack::{AckId, AckRef, Acknowledger, Acks, Failure, InFlight, InMemoryAcks, Message};
 pub use acking::{AckingCounts, AckingFinished, AckingSource, AckingStats, AcksArrived};
 pub use batcher::{Batch, BatchTimeout, Batcher, BatcherOptions, Flush, ProducersEnded};
-pub use drain::{Halt, Pipeline, PipelineHandle, PipelineReport, StageReport, StageStatus};
+pub use drain::{
+    AckReport, Halt, Pipeline, PipelineHandle, PipelineReport, StageReport, StageStatus,
+};
 pub use lines::{Line, LineError, LineEvent, LineSource, LinesExhausted};
 pub use progress::{Progress, ProgressReport, StageProgress};
 pub use rate_limit::{NextDue, RateLimit, RateLimiter, Tick, Ticks};

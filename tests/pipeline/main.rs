@@ -10,5 +10,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod acks;
 #[cfg(feature = "postgres")]
 mod postgres_sink;
