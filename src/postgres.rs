@@ -78,7 +78,7 @@
 //!     Batcher::new(BatcherOptions::new().batch_size(500))?,
 //!     ProducerConsumerOptions::new().name("batch").subscribe_to(&source, SubscribeOptions::new()),
 //! )?;
-//! topology.consumer(sink, ConsumerOptions::new().name("postgres").subscribe_to(&batches, SubscribeOptions::new()))?;
+//! topology.consumer(sink, ConsumerOptions::new().name("postgres").subscribe_to(&batches, SubscribeOptions::new().max_demand(2)))?;
 //! let report = topology.start()?.wait(Duration::from_secs(60));
 //! assert!(report.is_complete(), "{report}");
 //! assert_eq!(acks.acked(), 1000);
@@ -293,6 +293,9 @@ type WriteFn<T> = Box<dyn FnMut(&mut Transaction<'_>, &[T]) -> Result<(), postgr
 /// idempotent (the same data written twice leaves the rows of one write), since a
 /// batch is written again after a connection error and a source redelivers what was
 /// not acknowledged. `K` is the batch key of a keyed batcher (`()` by default).
+///
+/// Its events are whole batches: subscribe it with a small `max_demand` (2 to 4) so
+/// that few batches wait in its mailbox, since those are in flight for a drain.
 pub struct PostgresSink<T, K = ()> {
     config: Config,
     policy: RetryPolicy<postgres::Error>,

@@ -3,7 +3,8 @@
 //! ([`RateLimiter`]), retry failures and keep what still fails ([`RetryPolicy`],
 //! [`RetrySource`], [`DeadLetters`]), shut down gracefully ([`Pipeline`]) and show
 //! progress ([`Progress`]), and tell a source when its messages are done
-//! ([`Message`], [`Acks`]).
+//! ([`Message`], [`Acks`], [`Batch::ack_successful`], an in-memory [`AckingSource`],
+//! and [`Pipeline::acknowledger`] for a drain that waits for acknowledgements).
 //!
 //! Wire them with a [`Topology`](crate::Topology): it starts every stage, makes every
 //! subscription and only then lets demand reach the sources, so that a short or empty

@@ -396,3 +396,51 @@ fn a_sink_that_panics_acks_nothing_of_its_batch() {
     assert_eq!(stats.snapshot().committed_batches, 0);
     drop(table);
 }
+
+#[test]
+fn a_drained_pipeline_acknowledged_exactly_the_rows_it_committed() {
+    let mut table = Table::new("drained");
+    let source = stageflow::pipeline::AckingSource::new(
+        (0i64..).map(|id| (id, format!("record {id}"))),
+        stageflow::pipeline::DeadLetters::from_fn(|d| panic!("dead letter {d:?}")),
+    );
+    let counts = source.stats();
+    let sink = PostgresSink::new(options(), table.write()).unwrap();
+    let stats = sink.stats();
+    let mut topology = Topology::new();
+    topology.acknowledger("records", source.acknowledger());
+    let source = topology
+        .source(source, ProducerOptions::new().name("records"))
+        .unwrap();
+    let batches = topology
+        .producer_consumer(
+            stageflow::pipeline::Batcher::new(
+                stageflow::pipeline::BatcherOptions::new().batch_size(100),
+            )
+            .unwrap(),
+            ProducerConsumerOptions::new()
+                .name("batch")
+                .subscribe_to(&source, SubscribeOptions::new().max_demand(400)),
+        )
+        .unwrap();
+    topology
+        .consumer(
+            sink,
+            ConsumerOptions::new()
+                .name("postgres")
+                .subscribe_to(&batches, SubscribeOptions::new().max_demand(2)),
+        )
+        .unwrap();
+    let pipeline = topology.start().unwrap();
+    eventually("five batches committed", || {
+        stats.snapshot().committed_batches >= 5
+    });
+    let report = pipeline.drain(TIMEOUT);
+    assert!(report.is_complete(), "{report}");
+    assert_eq!(report.ack("records").unwrap().unacked, Some(0), "{report}");
+    let delivered = report.stage("records").unwrap().events_out;
+    let ids = table.ids();
+    assert_eq!(ids, (0..delivered as i64).collect::<Vec<_>>(), "{report}");
+    let c = counts.snapshot();
+    assert_eq!((c.acked, c.failed, c.in_flight), (delivered, 0, 0), "{c:?}");
+}
