@@ -78,7 +78,7 @@
 //!     Batcher::new(BatcherOptions::new().batch_size(500))?,
 //!     ProducerConsumerOptions::new().name("batch").subscribe_to(&source, SubscribeOptions::new()),
 //! )?;
-//! topology.consumer(sink, ConsumerOptions::new().name("postgres").subscribe_to(&batches, SubscribeOptions::new()))?;
+//! topology.consumer(sink, ConsumerOptions::new().name("postgres").subscribe_to(&batches, SubscribeOptions::new().max_demand(2)))?;
 //! let report = topology.start()?.wait(Duration::from_secs(60));
 //! assert!(report.is_complete(), "{report}");
 //! assert_eq!(acks.acked(), 1000);
@@ -220,7 +220,7 @@ pub enum PostgresSinkError {
     #[error("bad options: {0}")]
     BadOptions(#[from] OptionsError),
     /// The first connection failed.
-    #[error("PostgreSQL not reachable at {target}: {source}")]
+    #[error("PostgreSQL not reachable at {target}: {}", full_text(source))]
     Connect {
         /// Hosts, ports, database and user, as configured.
         target: String,
@@ -293,6 +293,9 @@ type WriteFn<T> = Box<dyn FnMut(&mut Transaction<'_>, &[T]) -> Result<(), postgr
 /// idempotent (the same data written twice leaves the rows of one write), since a
 /// batch is written again after a connection error and a source redelivers what was
 /// not acknowledged. `K` is the batch key of a keyed batcher (`()` by default).
+///
+/// Its events are whole batches: subscribe it with a small `max_demand` (2 to 4) so
+/// that few batches wait in its mailbox, since those are in flight for a drain.
 pub struct PostgresSink<T, K = ()> {
     config: Config,
     policy: RetryPolicy<postgres::Error>,
@@ -372,8 +375,9 @@ impl<T: Send + 'static, K: Send + 'static> PostgresSink<T, K> {
                     ctx.log(
                         crate::stage::log::Level::Warning,
                         format!(
-                            "attempt {attempt} at a batch of {} failed, retrying in {delay:?}: {error}",
-                            data.len()
+                            "attempt {attempt} at a batch of {} failed, retrying in {delay:?}: {}",
+                            data.len(),
+                            full_text(&error)
                         ),
                     );
                     std::thread::sleep(delay);
@@ -394,7 +398,10 @@ impl<T: Send + 'static, K: Send + 'static> PostgresSink<T, K> {
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
             }
             Err(error) => {
-                let error = format!("PostgreSQL write failed after {attempt} attempts: {error}");
+                let error = format!(
+                    "PostgreSQL write failed after {attempt} attempts: {}",
+                    full_text(&error)
+                );
                 ctx.log(
                     crate::stage::log::Level::Warning,
                     format!(
@@ -456,6 +463,22 @@ fn lost_connection(error: &postgres::Error) -> bool {
         // one would cost the next attempt.
         None => true,
     }
+}
+
+/// The error with its causes: the client's `Display` says only "db error" for a
+/// server error, and the server's message is what a dead letter needs.
+fn full_text(error: &::postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn describe(config: &Config) -> String {
@@ -654,7 +677,8 @@ mod tests {
         .unwrap_err();
         let text = err.to_string();
         assert!(
-            text.starts_with("PostgreSQL not reachable at host=127.0.0.1 port=1 dbname=d user=u: "),
+            text.starts_with("PostgreSQL not reachable at host=127.0.0.1 port=1 dbname=d user=u: ")
+                && text.contains("refused"),
             "{text}"
         );
     }
