@@ -11,11 +11,13 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use stageflow::pipeline::{Acks, Batch, Batcher, BatcherOptions, Message, PipelineReport};
+use stageflow::pipeline::{
+    Acknowledger, Acks, Batch, Batcher, BatcherOptions, Message, PipelineReport,
+};
 use stageflow::prelude::*;
 use stageflow::redis::{
     RedisSourceError, RedisStreamCounts, RedisStreamOptions, RedisStreamSource, StreamEntry,
@@ -115,6 +117,10 @@ pub struct WorkOutcome {
     pub rejected: u64,
     /// Entries that were no ETL lines, acknowledged as failed.
     pub failed: u64,
+    /// Entries handed to the pipeline whose acknowledgement had not reached Redis
+    /// when the drain deadline passed (they stay pending: another worker takes
+    /// them over, and writing them again adds nothing).
+    pub unacked: u64,
     /// The source's counters at the end (acked, redelivered, reclaimed,
     /// dead-lettered, lost, pending, lag).
     pub source: RedisStreamCounts,
@@ -163,6 +169,13 @@ impl fmt::Display for WorkOutcome {
             self.failed, s.dead_lettered
         )?;
         writeln!(f, "acked    {:>9} entries", s.acked)?;
+        if self.unacked > 0 {
+            writeln!(
+                f,
+                "unacked  {:>9} entries handed out and not acknowledged by the drain deadline",
+                self.unacked
+            )?;
+        }
         if s.lost > 0 {
             writeln!(
                 f,
@@ -250,6 +263,9 @@ fn item(entry: StreamEntry) -> Result<Item, String> {
 struct Parse {
     counters: Arc<Counters>,
     failed: Arc<AtomicU64>,
+    /// The source's acknowledger, taken from the first message: a drain waits for
+    /// its acknowledgements to reach Redis before the process exits.
+    acker: Arc<OnceLock<Arc<dyn Acknowledger>>>,
 }
 
 impl Stage for Parse {
@@ -267,6 +283,11 @@ impl ProducerConsumer for Parse {
         self.counters
             .read
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        if self.acker.get().is_none() {
+            if let Some(ack) = entries.first().and_then(|m| m.ack_ref()) {
+                let _ = self.acker.set(ack.acknowledger().clone());
+            }
+        }
         let mut failures = Acks::new();
         let mut out = Vec::with_capacity(entries.len());
         for message in entries {
@@ -470,6 +491,7 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
     })?;
     let stats = source.stats();
     let failed = Arc::new(AtomicU64::new(0));
+    let acker = Arc::new(OnceLock::new());
 
     // What a worker holds at once (read from Redis, not yet committed) is bounded by
     // these demands: about parsers x (parse demand + batch size) + 2 batches. Kept
@@ -489,6 +511,7 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
                     Parse {
                         counters: config.counters.clone(),
                         failed: failed.clone(),
+                        acker: acker.clone(),
                     },
                     ProducerConsumerOptions::new()
                         .name(format!("parse-{i}"))
@@ -534,7 +557,17 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
     }
     config.interrupt.attach(topology.handle());
     let pipeline = topology.start().map_err(|e| failed_start(&e))?;
+    let drain_started = Instant::now();
     let report = pipeline.wait(config.drain_deadline);
+    // The source's acknowledger sends its `XACK`s from a thread of its own: after a
+    // drain, wait (within the deadline) until the last ones reached Redis, or the
+    // process would exit with committed entries still pending.
+    let unacked = match acker.get().and_then(|a| a.in_flight()) {
+        Some(in_flight) if config.interrupt.is_requested() => {
+            in_flight.wait_until_zero(drain_started + config.drain_deadline)
+        }
+        _ => 0,
+    };
     let failure = report.stages.iter().find_map(|s| match &s.exit {
         Some(reason) if !reason.is_normal() && !matches!(reason, Reason::Shutdown) => {
             Some(format!("stage {}: {reason}", s.name))
@@ -560,6 +593,7 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
         written: after.rows - before.rows,
         rejected: after.rejects - before.rejects,
         failed: failed.load(Ordering::Relaxed),
+        unacked,
         source: stats.snapshot(),
         interrupted: config.interrupt.is_requested(),
         report,
