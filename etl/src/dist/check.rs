@@ -258,9 +258,24 @@ pub fn check(config: &CheckConfig) -> Result<CheckReport, EtlError> {
             }
         }
     }
-    let group = groups(&mut con, url, &config.stream)?
+    let mut group = groups(&mut con, url, &config.stream)?
         .into_iter()
         .find(|g| g.name == config.group);
+    if let Some(g) = group.as_mut().filter(|g| g.lag.is_none()) {
+        // Redis cannot tell the lag after deletions in the middle of the stream: the
+        // group has none when no entry follows the last one it was given.
+        let next: Vec<RawEntry> = redis::cmd("XRANGE")
+            .arg(&config.stream)
+            .arg(format!("({}", g.last_delivered))
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query(&mut con)
+            .map_err(|e| redis_error(url, &format!("XRANGE {}", config.stream), e))?;
+        if next.is_empty() {
+            g.lag = Some(0);
+        }
+    }
     let ids: Vec<String> = inputs.iter().map(|i| i.input.clone()).collect();
     let t = totals(
         &config.sink,
