@@ -26,7 +26,9 @@ rest, each line once. An input enqueued whole before is skipped.
 
 It waits while the group has more than --max-lag entries unread, and trims the
 entries every group of the stream has acknowledged, so Redis holds a window of the
-load, not all of it. The group is created at the stream's start if missing.
+load, not all of it: run it beside the workers. The group is created at the
+stream's start if missing. All inputs are registered before any line is added, so
+workers run with --until-done wait until the last of them is enqueued whole.
 
 Options:
   --redis URL        Redis (default $STAGEFLOW_REDIS_URL, else redis://127.0.0.1:6379/)
@@ -68,8 +70,9 @@ Options:
   --postgres CONN         write into PostgreSQL, e.g. \"host=db user=etl dbname=load\"
                           (workers on many machines; needs the postgres feature)
   --table NAME            the table (default records)
-  --until-done            exit once the stream has nothing unread and nothing pending
-                          (default: wait for more until a signal)
+  --until-done            exit once every input enqueued so far is enqueued whole and
+                          the group has nothing unread and nothing pending (default:
+                          wait for more until a signal)
   --parsers N             parser stages (default: the number of cores)
   --batch-size N          rows per transaction (default 1000)
   --batch-timeout-ms N    write a partial batch after N ms (default 1000)

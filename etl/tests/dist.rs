@@ -56,10 +56,15 @@ fn load_100k(test: &str, sink_of: impl Fn(&std::path::Path) -> Sink, workers: us
     let dir = scratch(test);
     let input = sample(&dir, "in.jsonl", 100_000);
     let load = Load::new(test, sink_of(&dir));
-    ok(&load.enqueue(&dir, &["in.jsonl"], &[]), "etl enqueue");
+    // The workers first: `--until-done` must not end them before the enqueue,
+    // which runs beside them, held back by their lag.
     let children: Vec<_> = (1..=workers)
         .map(|i| load.worker(&dir, &format!("w{i}"), &["--until-done", "--parsers", "1"]))
         .collect();
+    ok(
+        &load.enqueue(&dir, &["in.jsonl"], &["--max-lag", "5000"]),
+        "etl enqueue",
+    );
     let mut read = 0;
     for (i, child) in children.into_iter().enumerate() {
         let out = finish(child, &format!("worker {}", i + 1));

@@ -242,13 +242,6 @@ impl Stream<'_> {
         let key = progress_key(&self.config.stream);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        if input.before + input.added == 0 {
-            pipe.cmd("HSET")
-                .arg(&key)
-                .arg(format!("{}:name", input.input))
-                .arg(&input.name)
-                .ignore();
-        }
         for line in lines {
             pipe.cmd("XADD")
                 .arg(&self.config.stream)
@@ -342,6 +335,26 @@ pub fn enqueue(mut config: EnqueueConfig) -> Result<EnqueueOutcome, EtlError> {
         batches: 0,
     };
     let key = progress_key(&config.stream);
+    // Every input is registered before any is added: a worker run with
+    // `--until-done` sees the load unfinished until the last of them is whole.
+    let mut register = redis::pipe();
+    register.atomic();
+    for o in &opened {
+        register
+            .cmd("HSETNX")
+            .arg(&key)
+            .arg(&o.identity)
+            .arg(0)
+            .ignore()
+            .cmd("HSETNX")
+            .arg(&key)
+            .arg(format!("{}:name", o.identity))
+            .arg(&o.name)
+            .ignore();
+    }
+    register
+        .query::<()>(&mut redis.con)
+        .map_err(|e| redis.err(&format!("registering the inputs in {key}"), e))?;
     for o in &mut opened {
         let (done, total): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
             .arg(&key)

@@ -55,7 +55,8 @@ pub struct WorkConfig {
     pub slow_db: Duration,
     /// How long a drain may take before the stages still running are stopped.
     pub drain_deadline: Duration,
-    /// End normally once the stream has nothing unread and nothing pending.
+    /// End normally once every input registered by `enqueue` is enqueued whole and
+    /// the group has nothing unread and nothing pending.
     pub until_done: bool,
     /// Entries other consumers left unacknowledged this long are taken over
     /// (default 30 s).
@@ -373,6 +374,74 @@ impl Consumer for SqliteWrite {
     }
 }
 
+/// Whether the load is finished: every input `enqueue` registered is enqueued
+/// whole, and the group has nothing unread and nothing pending. (`enqueue` adds
+/// entries and counts them in one `MULTI`, and registers all its inputs before
+/// adding any, so once this holds, every line of them was written and
+/// acknowledged.)
+fn load_finished(
+    con: &mut redis::Connection,
+    url: &str,
+    stream: &str,
+    group: &str,
+) -> Result<bool, EtlError> {
+    let progress: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(super::progress_key(stream))
+        .query(con)
+        .map_err(|e| super::redis_error(url, "HGETALL", e))?;
+    let mut inputs = 0;
+    for (field, value) in &progress {
+        if field.ends_with(":name") || field.ends_with(":lines") {
+            continue;
+        }
+        inputs += 1;
+        if progress.get(&format!("{field}:lines")) != Some(value) {
+            return Ok(false);
+        }
+    }
+    if inputs == 0 {
+        return Ok(false);
+    }
+    let groups = super::groups(con, url, stream)?;
+    Ok(groups
+        .iter()
+        .find(|g| g.name == group)
+        .is_some_and(|g| g.pending == 0 && g.lag == Some(0)))
+}
+
+/// `--until-done`: drains the worker once the load is finished, looking four
+/// times a second (a few cheap commands; Redis has nothing to wait on for this).
+fn until_done(
+    url: &str,
+    stream: &str,
+    group: &str,
+    handle: &stageflow::pipeline::PipelineHandle,
+    finished: &std::sync::atomic::AtomicBool,
+) {
+    let mut con = None;
+    while !handle.is_draining() {
+        std::thread::sleep(Duration::from_millis(250));
+        if con.is_none() {
+            con = super::connect(url).ok();
+        }
+        let Some(c) = con.as_mut() else { continue };
+        match load_finished(c, url, stream, group) {
+            Ok(true) => {
+                finished.store(true, Ordering::SeqCst);
+                handle.drain();
+                return;
+            }
+            Ok(false) => {}
+            // The source reconnects on its own; this looks again with a new
+            // connection.
+            Err(e) => {
+                log::warn!("--until-done: {e}");
+                con = None;
+            }
+        }
+    }
+}
+
 /// The counts of this worker in the tables (to tell what this run added).
 fn worker_counts(config: &WorkConfig, tables: &Tables) -> Result<Inserted, EtlError> {
     match &config.sink {
@@ -481,7 +550,10 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
     .claim_idle(config.claim_idle)
     .max_deliveries(config.max_deliveries)
     .dead_letter_stream(config.dead_letters.clone())
-    .stop_when_idle(config.until_done)
+    // `--until-done` is decided here, not by the source's own idle end: an idle
+    // stream is not a finished load while `enqueue` is still running (workers
+    // started first, or faster than it). See `until_done`.
+    .stop_when_idle(false)
     // At most what the parsers ask for at once: entries read ahead of demand would
     // sit in this process, pending, instead of being available to the others.
     .max_count(1000);
@@ -556,6 +628,19 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
         }
     }
     config.interrupt.attach(topology.handle());
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if config.until_done {
+        let (handle, finished) = (topology.handle(), finished.clone());
+        let (url, stream, group) = (
+            config.redis.clone(),
+            config.stream.clone(),
+            config.group.clone(),
+        );
+        std::thread::Builder::new()
+            .name("etl-until-done".into())
+            .spawn(move || until_done(&url, &stream, &group, &handle, &finished))
+            .map_err(|e| failed_start(&e))?;
+    }
     let pipeline = topology.start().map_err(|e| failed_start(&e))?;
     let drain_started = Instant::now();
     let report = pipeline.wait(config.drain_deadline);
@@ -595,7 +680,7 @@ pub fn work(config: WorkConfig) -> Result<WorkOutcome, EtlError> {
         failed: failed.load(Ordering::Relaxed),
         unacked,
         source: stats.snapshot(),
-        interrupted: config.interrupt.is_requested(),
+        interrupted: config.interrupt.is_requested() && !finished.load(Ordering::SeqCst),
         report,
         elapsed: started.elapsed(),
     })
