@@ -14,6 +14,7 @@
 
 mod broadcast;
 mod demand;
+mod demands;
 mod fair;
 mod partition;
 mod probe;
