@@ -25,6 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::bounded;
 
@@ -182,7 +183,15 @@ pub(crate) fn start<S: Stage>(
         mailbox: Mailbox {
             queue: queue.clone(),
         },
-        shared: Arc::new(Shared::new(id, name.clone(), kind)),
+        shared: Arc::new(Shared::new(
+            id,
+            name.clone(),
+            kind,
+            match kind {
+                Kind::Consumer => None,
+                _ => Some(spec.dispatcher_name.unwrap_or("DemandDispatcher")),
+            },
+        )),
     };
     let (ready_tx, ready_rx) = bounded::<Result<(), StartError>>(1);
     let thread_me = me.clone();
@@ -190,6 +199,7 @@ pub(crate) fn start<S: Stage>(
         .name(name.to_string())
         .spawn(move || {
             *thread_me.shared.thread_id.lock() = Some(std::thread::current().id());
+            let _span = super::trace::stage(&thread_me.shared.name, kind, id);
             super::mailbox::LIVE_STAGES.fetch_add(1, Ordering::Relaxed);
             let mut rt = Runtime::new(
                 stage,
@@ -308,7 +318,11 @@ impl<S: Stage> Runtime<S> {
             timers: &mut self.timers,
         };
         let stage = &mut self.stage;
-        match catch_unwind(AssertUnwindSafe(|| f(stage, &mut ctx))) {
+        // One clock read on each side of a callback: per batch, never per event.
+        let started = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| f(stage, &mut ctx)));
+        self.me.shared.metrics.busy(started.elapsed());
+        match result {
             Ok(r) => Some(r),
             Err(payload) => {
                 // Events emitted by a callback that crashed are not dispatched, as in
@@ -368,6 +382,7 @@ impl<S: Stage> Runtime<S> {
                 return Err(StartError::Stopped(reason));
             }
         }
+        self.count_subscriptions();
         Ok(())
     }
 
@@ -405,6 +420,8 @@ impl<S: Stage> Runtime<S> {
             Mail::Events { events, .. } => events.len() <= SPIN_WORK_LIMIT,
             _ => self.spin_next,
         };
+        // Mail that can change the subscriptions; events and asks never do.
+        let wiring = !matches!(mail, Mail::Events { .. } | Mail::Ask { .. });
         match mail {
             Mail::Subscribe(msg) => self.producer_subscribe(*msg),
             Mail::Ask { tag, n } => self.producer_ask(tag, n),
@@ -419,6 +436,17 @@ impl<S: Stage> Runtime<S> {
             Mail::Exec(f) => f(self),
             Mail::Deliver(m) => m.deliver(self),
         }
+        if wiring {
+            self.count_subscriptions();
+        }
+    }
+
+    /// Publishes the number of subscriptions on each side (after a change).
+    fn count_subscriptions(&self) {
+        self.me
+            .shared
+            .metrics
+            .subscriptions(self.consumers.len(), self.producers.len());
     }
 
     /// Exit: `terminate`, then every subscriber and producer learns the reason.
@@ -452,6 +480,9 @@ impl<S: Stage> Runtime<S> {
         self.queue.clear();
         self.infos.clear();
         self.timers.clear();
+        self.count_subscriptions();
+        self.me.shared.subscriptions.all_ended();
+        super::trace::exited(&reason, reason.is_normal());
         self.me.shared.set_exit(reason);
     }
 
