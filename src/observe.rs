@@ -24,9 +24,10 @@
 //!   `stageflow_events_in_total`, `stageflow_events_out_total`,
 //!   `stageflow_events_discarded_total`, `stageflow_demand_received_total`,
 //!   `stageflow_demand_requested_total`, `stageflow_batches_total`,
-//!   `stageflow_busy_nanoseconds_total`, `stageflow_stalls_total` (counters) and
-//!   `stageflow_buffered`, `stageflow_consumers`, `stageflow_producers` (gauges), each
-//!   described; a published counter `name` becomes `stageflow_<name>_total`, a gauge
+//!   `stageflow_stalls_total` (counters) and `stageflow_buffered`,
+//!   `stageflow_consumers`, `stageflow_producers` and `stageflow_busy_seconds` (gauges;
+//!   the last only grows, as Prometheus wants time in seconds and the facade's
+//!   counters are whole numbers), each described; a published counter `name` becomes `stageflow_<name>_total`, a gauge
 //!   `stageflow_<name>`. Install the recorder before starting the stages: a stage
 //!   registers its handles when it starts.
 //! - `tracing`: a span `stage` (name, kind, id) around each stage's thread, a debug

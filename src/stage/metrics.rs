@@ -186,9 +186,11 @@ impl Counters {
 
     pub(crate) fn busy(&self, spent: Duration) {
         let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
-        add(&self.busy_nanos, nanos);
+        let total = self.busy_nanos.fetch_add(nanos, Ordering::Relaxed) + nanos;
         #[cfg(feature = "metrics")]
-        self.facade.busy.increment(nanos);
+        self.facade.busy.set(total as f64 / 1e9);
+        #[cfg(not(feature = "metrics"))]
+        let _ = total;
     }
 
     /// The number of subscriptions on each side, after a change.
@@ -303,7 +305,7 @@ const RESERVED: &[&str] = &[
     "demand_received",
     "demand_requested",
     "batches",
-    "busy_nanoseconds",
+    "busy_seconds",
     "consumers",
     "producers",
 ];

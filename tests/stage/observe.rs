@@ -538,9 +538,10 @@ mod facade {
             record.counter(&format!("stageflow_demand_requested_total{labels}")),
             sum.demand_requested
         );
-        assert_eq!(
-            record.counter(&format!("stageflow_busy_nanoseconds_total{labels}")),
-            sum.busy.as_nanos() as u64
+        let busy = record.gauge(&format!("stageflow_busy_seconds{labels}"));
+        assert!(
+            (busy - sum.busy.as_secs_f64()).abs() < 1e-6,
+            "{busy} {sum:?}"
         );
         assert_eq!(
             record.counter(&format!("stageflow_checked_total{labels}")),
@@ -560,7 +561,7 @@ mod facade {
             "stageflow_demand_received_total",
             "stageflow_demand_requested_total",
             "stageflow_batches_total",
-            "stageflow_busy_nanoseconds_total",
+            "stageflow_busy_seconds",
             "stageflow_stalls_total",
             "stageflow_buffered",
             "stageflow_consumers",

@@ -47,7 +47,9 @@ pub(super) struct Handles {
     pub(super) demand_received: Counter,
     pub(super) demand_requested: Counter,
     pub(super) batches: Counter,
-    pub(super) busy: Counter,
+    /// Seconds in callbacks so far: a gauge, since the facade's counters are whole
+    /// numbers and Prometheus wants seconds; it only grows, so `rate()` applies.
+    pub(super) busy: Gauge,
     stalls: Counter,
     /// The dispatcher's stall count already passed on (written by the stage's thread
     /// only).
@@ -96,12 +98,14 @@ impl Handles {
                 Unit::Count,
                 "Batches a stage handled (handle_events or handle_demand calls)",
             ),
-            busy: counter_handle(
-                l,
-                "stageflow_busy_nanoseconds_total",
-                Unit::Nanoseconds,
-                "Time a stage spent in its callbacks",
-            ),
+            busy: {
+                describe_gauge!(
+                    "stageflow_busy_seconds",
+                    Unit::Seconds,
+                    "Time a stage spent in its callbacks so far (only grows: use rate())"
+                );
+                metrics::gauge!("stageflow_busy_seconds", &labels(l))
+            },
             stalls: counter_handle(
                 l,
                 "stageflow_stalls_total",
