@@ -58,12 +58,13 @@ fn counters_follow_the_demand_rule_exactly() {
         )
         .unwrap();
     let handle = topology.handle();
+    // A consumer counts its subscription when it makes it; its producer when the
+    // subscription reaches it.
     let running = handle.snapshot();
-    let pass_now = running.stage("pass").unwrap();
-    assert_eq!(
-        (pass_now.metrics.consumers, pass_now.metrics.producers),
-        (1, 1)
-    );
+    assert_eq!(running.stage("pass").unwrap().metrics.producers, 1);
+    crate::support::eventually("the subscription to reach its producer", || {
+        handle.snapshot().stage("pass").unwrap().metrics.consumers == 1
+    });
     let report = topology.start().unwrap().wait(WAIT);
     assert!(report.is_complete(), "{report}");
     let snapshot = handle.snapshot();
@@ -573,5 +574,163 @@ mod facade {
                 "{name} has no help"
             );
         }
+    }
+}
+
+#[cfg(feature = "tracing")]
+mod spans {
+    //! A subscriber of this test's own, installed as the global default (stages run on
+    //! their own threads); it keeps only what threads named `traced-*` record, so the
+    //! other tests of this binary do not fill it.
+
+    use std::fmt::{self, Write as _};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    use parking_lot::Mutex;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    use super::*;
+
+    struct Fields(String);
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            let _ = write!(self.0, " {}={:?}", field.name(), value);
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            let _ = write!(self.0, " {}={}", field.name(), value);
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        next: AtomicU64,
+        lines: Mutex<Vec<String>>,
+    }
+
+    fn traced() -> bool {
+        std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("traced-"))
+    }
+
+    impl Subscriber for Recorder {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &Attributes<'_>) -> Id {
+            if traced() {
+                let mut f = Fields(String::new());
+                span.record(&mut f);
+                self.lines
+                    .lock()
+                    .push(format!("span {}{}", span.metadata().name(), f.0));
+            }
+            Id::from_u64(self.next.fetch_add(1, Ordering::Relaxed) + 1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            if traced() {
+                let mut f = Fields(String::new());
+                event.record(&mut f);
+                self.lines
+                    .lock()
+                    .push(format!("event {}{}", event.metadata().level(), f.0));
+            }
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    fn recorder() -> &'static Recorder {
+        static RECORDER: OnceLock<&'static Recorder> = OnceLock::new();
+        RECORDER.get_or_init(|| {
+            let r: &'static Recorder = Box::leak(Box::default());
+            struct Forward(&'static Recorder);
+            impl Subscriber for Forward {
+                fn enabled(&self, m: &Metadata<'_>) -> bool {
+                    self.0.enabled(m)
+                }
+                fn new_span(&self, s: &Attributes<'_>) -> Id {
+                    self.0.new_span(s)
+                }
+                fn record(&self, i: &Id, r: &Record<'_>) {
+                    self.0.record(i, r)
+                }
+                fn record_follows_from(&self, a: &Id, b: &Id) {
+                    self.0.record_follows_from(a, b)
+                }
+                fn event(&self, e: &Event<'_>) {
+                    self.0.event(e)
+                }
+                fn enter(&self, i: &Id) {
+                    self.0.enter(i)
+                }
+                fn exit(&self, i: &Id) {
+                    self.0.exit(i)
+                }
+            }
+            tracing::subscriber::set_global_default(Forward(r))
+                .expect("no other test of this binary installs a global subscriber");
+            r
+        })
+    }
+
+    #[test]
+    fn stages_trace_their_thread_batches_and_lifecycle() {
+        let recorder = recorder();
+        let numbers = from_iter(0..10u64, FromIterOptions::new().name("traced-numbers")).unwrap();
+        let sum = start_consumer(
+            Sum(0),
+            ConsumerOptions::new()
+                .name("traced-sum")
+                .subscribe_to(&numbers, SubscribeOptions::new().max_demand(4)),
+        )
+        .unwrap();
+        assert_eq!(sum.join(), Reason::Normal);
+        numbers.join();
+        let lines = recorder.lines.lock().clone();
+        let has = |text: &str| lines.iter().any(|l| l.contains(text));
+        let sum_id = sum.id();
+        assert!(
+            has(&format!(
+                "span stage name=traced-sum kind=consumer id={sum_id}"
+            )),
+            "{lines:#?}"
+        );
+        assert!(
+            has("span stage name=traced-numbers kind=producer"),
+            "{lines:#?}"
+        );
+        // max 4 / min 2: batches of two events.
+        let batches = lines
+            .iter()
+            .filter(|l| l.starts_with("span batch callback=handle_events events=2"))
+            .count();
+        assert_eq!(batches, 5, "{lines:#?}");
+        assert!(
+            has("span batch callback=handle_demand events=4"),
+            "{lines:#?}"
+        );
+        let line_with = |parts: &[&str]| lines.iter().any(|l| parts.iter().all(|p| l.contains(p)));
+        assert!(
+            line_with(&["event DEBUG", "subscribed", "side=producer", "max_demand=4"]),
+            "{lines:#?}"
+        );
+        assert!(
+            line_with(&["event DEBUG", "subscribed", "side=consumer"]),
+            "{lines:#?}"
+        );
+        assert!(
+            line_with(&["subscription cancelled", "side=producer", "reason=normal"]),
+            "{lines:#?}"
+        );
+        assert!(
+            line_with(&["event INFO", "stage exited", "reason=normal"]),
+            "{lines:#?}"
+        );
     }
 }

@@ -25,7 +25,6 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crossbeam_channel::bounded;
 
@@ -37,6 +36,7 @@ use super::dispatcher::{DemandDispatcher, Dispatcher};
 use super::handle::{ReplyTo, Shared, SourceRef, StageRef};
 use super::log::{Level, LogSink};
 use super::mailbox::{DispatcherOwner, Mail, MailQueue, Mailbox};
+use super::metrics::BusyClock;
 use super::options::Spec;
 use super::reason::{next_id, CancelReason, Reason, Tag};
 use super::subscription::{CancelMode, SubscribeOptions, SubscriptionRef};
@@ -129,6 +129,8 @@ pub(crate) struct Runtime<S: Stage> {
     killed: bool,
     /// Poll the mailbox briefly before parking (set by `handle`).
     spin_next: bool,
+    /// Times callbacks for the busy counter.
+    busy: BusyClock,
     // Producer side.
     consumers: HashMap<Tag, ConsumerEntry<S::Out>>,
     dispatcher: Box<dyn Dispatcher<S::Out>>,
@@ -288,6 +290,7 @@ impl<S: Stage> Runtime<S> {
             stop: None,
             killed: false,
             spin_next: true,
+            busy: BusyClock::default(),
             consumers: HashMap::new(),
             dispatcher,
             buffer: Buffer::new(buffer_size, buffer_keep),
@@ -318,10 +321,10 @@ impl<S: Stage> Runtime<S> {
             timers: &mut self.timers,
         };
         let stage = &mut self.stage;
-        // One clock read on each side of a callback: per batch, never per event.
-        let started = Instant::now();
+        // The clock is read around a callback (some short ones are only sampled).
+        let started = self.busy.start();
         let result = catch_unwind(AssertUnwindSafe(|| f(stage, &mut ctx)));
-        self.me.shared.metrics.busy(started.elapsed());
+        self.busy.stop(started, &self.me.shared.metrics);
         match result {
             Ok(r) => Some(r),
             Err(payload) => {
