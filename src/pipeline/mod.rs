@@ -2,7 +2,8 @@
 //! ([`LineSource`]), group events into batches ([`Batcher`]), hold a rate
 //! ([`RateLimiter`]), retry failures and keep what still fails ([`RetryPolicy`],
 //! [`RetrySource`], [`DeadLetters`]), shut down gracefully ([`Pipeline`]) and show
-//! progress ([`Progress`]).
+//! progress ([`Progress`]), and tell a source when its messages are done
+//! ([`Message`], [`Acks`]).
 //!
 //! Wire them with a [`Topology`](crate::Topology): it starts every stage, makes every
 //! subscription and only then lets demand reach the sources, so that a short or empty
@@ -33,6 +34,7 @@
 //! The ETL in `etl/` (files → JSON → SQLite) and `examples/rate_limited_api.rs`
 //! (a polite HTTP client) put them together.
 
+mod ack;
 mod batcher;
 mod drain;
 mod lines;
@@ -40,6 +42,7 @@ mod progress;
 mod rate_limit;
 mod retry;
 
+pub use ack::{AckId, AckRef, Acknowledger, Acks, Failure, InFlight, InMemoryAcks, Message};
 pub use batcher::{Batch, BatchTimeout, Batcher, BatcherOptions, Flush, ProducersEnded};
 pub use drain::{Halt, Pipeline, PipelineHandle, PipelineReport, StageReport, StageStatus};
 pub use lines::{Line, LineError, LineEvent, LineSource, LinesExhausted};
