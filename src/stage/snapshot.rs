@@ -19,6 +19,21 @@ use super::CancelMode;
 const ENDED_KEPT: usize = 64;
 
 /// One subscription of a consumer to a producer.
+///
+/// ```
+/// use stageflow::prelude::*;
+///
+/// let mut topology = Topology::new();
+/// let numbers = topology.from_iter(0..4u64, FromIterOptions::new().name("numbers"))?;
+/// let out = topology.stream(&numbers, SubscribeOptions::new().max_demand(2).cancel(CancelMode::Temporary))?;
+/// let snapshot = topology.handle().snapshot();
+/// let s = &snapshot.subscriptions[0];
+/// assert_eq!((s.max_demand, s.min_demand, s.cancel, s.active), (2, 1, CancelMode::Temporary, true));
+/// assert_eq!(s.producer, snapshot.stage("numbers").unwrap().id);
+/// topology.start()?;
+/// assert_eq!(out.count(), 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SubscriptionSnapshot {
@@ -108,6 +123,23 @@ impl SubscriptionLog {
 }
 
 /// One stage in a [`TopologySnapshot`].
+///
+/// ```
+/// use std::time::Duration;
+/// use stageflow::prelude::*;
+///
+/// let mut topology = Topology::new();
+/// let numbers = topology.from_iter(0..4u64, FromIterOptions::new().name("numbers"))?;
+/// let out = topology.stream(&numbers, SubscribeOptions::new())?;
+/// let handle = topology.handle();
+/// // The source ends once the stream has its 4 events.
+/// assert!(topology.start()?.wait(Duration::from_secs(30)).is_complete());
+/// assert_eq!(out.count(), 4);
+/// let numbers = handle.snapshot().stage("numbers").unwrap().clone();
+/// assert_eq!((numbers.kind, numbers.metrics.events_out), (stageflow::Kind::Producer, 4));
+/// assert_eq!(numbers.dispatcher.as_deref(), Some("DemandDispatcher"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StageSnapshot {
@@ -159,6 +191,21 @@ impl StageSnapshot {
 /// counter: what [`PipelineHandle::snapshot`](crate::pipeline::PipelineHandle::snapshot)
 /// returns. Draw it with [`to_dot`](Self::to_dot) or [`to_mermaid`](Self::to_mermaid);
 /// with the `serde` feature it serializes.
+///
+/// ```
+/// use stageflow::prelude::*;
+///
+/// let mut topology = Topology::new();
+/// let numbers = topology.from_iter(0..4u64, FromIterOptions::new().name("numbers"))?;
+/// let out = topology.stream(&numbers, SubscribeOptions::new())?;
+/// let snapshot = topology.handle().snapshot();
+/// assert_eq!(snapshot.stages.len(), 1); // the stream is not a stage of the pipeline
+/// assert_eq!(snapshot.subscriptions.len(), 1); // but its subscription is known
+/// assert!(snapshot.subscriptions_between("numbers", "nobody").is_empty());
+/// topology.start()?;
+/// assert_eq!(out.count(), 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TopologySnapshot {
