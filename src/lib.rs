@@ -146,6 +146,7 @@
 
 pub mod error;
 pub mod flow;
+pub mod observe;
 mod panic;
 pub mod pipeline;
 #[cfg(feature = "postgres")]

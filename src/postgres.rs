@@ -43,6 +43,14 @@
 //! rows is one or a few multi-row statements with binary parameters, one round trip
 //! each.
 //!
+//! Measured once (release build, PostgreSQL 15 on the same 2-core virtual machine,
+//! load average above 30 from other builds; 200 000 rows of a `bigint` key and a
+//! 50-byte `text`, batches of 1 000, one transaction each, three alternating rounds):
+//! `insert_rows` 54 000 – 60 000 rows/s; `COPY` into a temporary table then
+//! `INSERT ... SELECT ... ON CONFLICT DO NOTHING` 37 000 – 49 000 rows/s; a plain
+//! `COPY` into the table (not idempotent: no use for redelivered batches) 71 000 –
+//! 89 000 rows/s.
+//!
 //! # Connections
 //!
 //! The connection string is a libpq key/value string (`host=127.0.0.1 user=postgres

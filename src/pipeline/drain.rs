@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Sender};
 use parking_lot::Mutex;
 
+use crate::observe::TopologySnapshot;
+use crate::stage::handle::Shared;
+use crate::stage::snapshot::{clock, stage_snapshot};
 use crate::stage::{HandleInfo, Kind, Reason, Stage, StageMetrics, StageRef};
 
 use super::ack::Acknowledger;
@@ -49,6 +52,7 @@ trait Member: Send + Sync {
     fn join_timeout(&self, timeout: Duration) -> Option<Reason>;
     fn watch_exit(&self, watcher: Sender<()>);
     fn stop_in_background(&self, reason: Reason);
+    fn shared(&self) -> &Shared;
 }
 
 impl<S: Stage> Member for StageRef<S> {
@@ -69,6 +73,9 @@ impl<S: Stage> Member for StageRef<S> {
     }
     fn watch_exit(&self, watcher: Sender<()>) {
         StageRef::watch_exit(self, watcher)
+    }
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
     fn stop_in_background(&self, reason: Reason) {
         // `stop` waits for the exit; the pipeline stops all late stages at once and
@@ -452,6 +459,42 @@ impl PipelineHandle {
         self.inner.drain_requested.lock().is_some()
     }
 
+    /// Every stage of the pipeline and every subscription they serve, with all
+    /// their counters, taken now in one call (see [`crate::observe`]). Works before
+    /// the topology is started, while it runs and after it ended.
+    ///
+    /// ```
+    /// use stageflow::prelude::*;
+    ///
+    /// let mut topology = Topology::new();
+    /// let numbers = topology.from_iter(0..5u64, FromIterOptions::new().name("numbers"))?;
+    /// let out = topology.stream(&numbers, SubscribeOptions::new().max_demand(10))?;
+    /// let handle = topology.handle();
+    /// let before = handle.snapshot();
+    /// assert_eq!(before.stages[0].dispatcher.as_deref(), Some("DemandDispatcher"));
+    /// assert_eq!(before.subscriptions[0].max_demand, 10);
+    /// topology.start()?;
+    /// assert_eq!(out.count(), 5);
+    /// let after = handle.snapshot();
+    /// assert_eq!(after.stage("numbers").unwrap().metrics.events_out, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn snapshot(&self) -> TopologySnapshot {
+        let at = clock();
+        let mut stages = Vec::new();
+        let mut subscriptions = Vec::new();
+        for entry in self.inner.stages() {
+            let (stage, subs) = stage_snapshot(entry.stage.shared());
+            stages.push(stage);
+            subscriptions.extend(subs);
+        }
+        TopologySnapshot {
+            at,
+            stages,
+            subscriptions,
+        }
+    }
+
     /// Every stage's status, in pipeline order.
     pub fn status(&self) -> Vec<StageStatus> {
         self.inner
@@ -641,17 +684,23 @@ mod tests {
         }
     }
 
-    const WAIT: Duration = Duration::from_secs(10);
+    /// Generous, for a loaded machine: only a failing test waits this long.
+    const WAIT: Duration = Duration::from_secs(60);
 
-    fn build(gate: Receiver<()>) -> (Pipeline, StageRef<Numbers>, Receiver<usize>) {
-        let numbers = start_producer(
+    /// An endless source named "numbers".
+    fn numbers() -> StageRef<Numbers> {
+        start_producer(
             Numbers {
                 next: 0,
                 halted: false,
             },
             ProducerOptions::new().name("numbers"),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    fn build(gate: Receiver<()>) -> (Pipeline, StageRef<Numbers>, Receiver<usize>) {
+        let numbers = numbers();
         let pass = start_producer_consumer(
             Pass,
             ProducerConsumerOptions::new()
@@ -736,14 +785,7 @@ mod tests {
 
     #[test]
     fn a_failed_stage_drains_the_rest_and_is_reported() {
-        let numbers = start_producer(
-            Numbers {
-                next: 0,
-                halted: false,
-            },
-            ProducerOptions::new().name("numbers"),
-        )
-        .unwrap();
+        let numbers = numbers();
         let sink = start_consumer(
             Panicky,
             ConsumerOptions::new()

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::error::{OptionsError, StartError};
+use crate::observe::Counter;
 use crate::stage::{
-    start_producer, Context, HandleCast, HandleInfo, Never, Producer, ProducerOptions, Reason,
-    Stage, StageRef,
+    start_producer, Context, HandleCast, HandleInfo, Init, Never, Producer, ProducerOptions,
+    Reason, Stage, StageRef,
 };
 
 use super::ack::{Acks, Message};
@@ -572,6 +573,9 @@ pub struct RetrySource<I: Iterator, E> {
     armed: Option<Instant>,
     finishing: bool,
     stats: RetryStats,
+    /// Published as the stage's counters `retries` and `dead_letters`, registered
+    /// in `init`.
+    published: Option<(Counter, Counter)>,
 }
 
 impl<I: Iterator, E> fmt::Debug for RetrySource<I, E> {
@@ -607,6 +611,7 @@ where
             armed: None,
             finishing: false,
             stats: RetryStats::default(),
+            published: None,
         }
     }
 
@@ -676,6 +681,9 @@ where
             .inner
             .retries
             .fetch_add(retries, Ordering::Relaxed);
+        if let (Some((published, _)), true) = (&self.published, retries > 0) {
+            published.add(retries);
+        }
         if self.demand > 0 {
             if let Some(next) = self.due.peek().map(|d| d.at) {
                 if self.armed.map_or(true, |at| next < at) {
@@ -711,6 +719,7 @@ where
                 self.serve(ctx);
             }
             RetryDecision::GiveUp(reason) => {
+                crate::stage::trace::dead_lettered(attempt.number, &reason);
                 let letter = DeadLetter {
                     event: attempt.event,
                     error,
@@ -728,6 +737,9 @@ where
                     .inner
                     .dead_lettered
                     .fetch_add(1, Ordering::Relaxed);
+                if let Some((_, dead)) = &self.published {
+                    dead.add(1);
+                }
                 self.check_end(ctx);
             }
         }
@@ -751,6 +763,22 @@ where
 {
     type In = Never;
     type Out = Attempt<I::Item>;
+
+    fn init(&mut self, ctx: &mut Context<'_, Self>) -> Init {
+        let published = ctx
+            .counter("retries", "Attempts emitted again after a failure")
+            .and_then(|r| {
+                let d = ctx.counter("dead_letters", "Events given up on and dead-lettered")?;
+                Ok((r, d))
+            });
+        match published {
+            Ok(p) => {
+                self.published = Some(p);
+                Init::Ok
+            }
+            Err(e) => Init::Stop(Reason::custom(e.message())),
+        }
+    }
 }
 
 impl<I, E> Producer for RetrySource<I, E>

@@ -276,15 +276,28 @@ fn after_max_attempts_the_batch_is_acked_as_failed_with_the_error() {
     );
 }
 
-/// Terminates the backends whose `application_name` is `name`; returns how many.
+/// Terminates the backends whose `application_name` is `name` and waits until they
+/// are gone (`pg_terminate_backend` only signals them); returns how many there were.
 fn terminate(admin: &mut Client, name: &str) -> usize {
-    admin
+    let killed = admin
         .query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
             &[&name],
         )
         .expect("terminate the sink's backend")
-        .len()
+        .len();
+    let admin = std::cell::RefCell::new(admin);
+    eventually("the terminated backend to exit", || {
+        let row = admin
+            .borrow_mut()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&name],
+            )
+            .expect("read pg_stat_activity");
+        row.get::<_, i64>(0) == 0
+    });
+    killed
 }
 
 #[test]
