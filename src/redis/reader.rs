@@ -99,7 +99,8 @@ impl Reader {
         }
     }
 
-    /// Waits until the stage wants entries; `None` once told to stop.
+    /// Waits until the stage wants entries; `None` once told to stop, or once
+    /// the stage is gone without telling (killed: its `terminate` did not run).
     fn wait_credit(&self) -> Option<usize> {
         let mut control = self.inner.control.lock();
         loop {
@@ -109,7 +110,13 @@ impl Reader {
             if control.credit > 0 {
                 return Some(control.credit);
             }
-            self.inner.wake.wait(&mut control);
+            let timeout = self
+                .inner
+                .wake
+                .wait_for(&mut control, Duration::from_secs(1));
+            if timeout.timed_out() && !self.stage.is_alive() {
+                return None;
+            }
         }
     }
 
