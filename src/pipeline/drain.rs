@@ -562,17 +562,23 @@ mod tests {
         }
     }
 
-    const WAIT: Duration = Duration::from_secs(10);
+    /// Generous, for a loaded machine: only a failing test waits this long.
+    const WAIT: Duration = Duration::from_secs(60);
 
-    fn build(gate: Receiver<()>) -> (Pipeline, StageRef<Numbers>, Receiver<usize>) {
-        let numbers = start_producer(
+    /// An endless source named "numbers".
+    fn numbers() -> StageRef<Numbers> {
+        start_producer(
             Numbers {
                 next: 0,
                 halted: false,
             },
             ProducerOptions::new().name("numbers"),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    fn build(gate: Receiver<()>) -> (Pipeline, StageRef<Numbers>, Receiver<usize>) {
+        let numbers = numbers();
         let pass = start_producer_consumer(
             Pass,
             ProducerConsumerOptions::new()
@@ -657,14 +663,7 @@ mod tests {
 
     #[test]
     fn a_failed_stage_drains_the_rest_and_is_reported() {
-        let numbers = start_producer(
-            Numbers {
-                next: 0,
-                halted: false,
-            },
-            ProducerOptions::new().name("numbers"),
-        )
-        .unwrap();
+        let numbers = numbers();
         let sink = start_consumer(
             Panicky,
             ConsumerOptions::new()

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use crate::error::{OptionsError, StartError};
 
 use super::dispatcher::Dispatcher;
 use super::handle::{Source, SourceRef, StageRef};
-use super::mailbox::{DownGuard, Downstream, DownstreamControl, SubscribeMsg};
 use super::options::ProducerOptions;
+use super::raw::{RawInbox, RawMessage};
 use super::reason::{next_id, CancelReason, Reason, Tag};
 use super::subscription::{CancelMode, DemandState, SubscribeOptions, SubscriptionRef};
 use super::{Context, DemandMode, HandleInfo, Kind, Never, Peer, Producer, Stage};
@@ -240,27 +240,6 @@ pub struct StreamError {
     pub reason: Reason,
 }
 
-enum StreamMail<T> {
-    Events(Tag, Vec<T>),
-    Cancel(Tag, CancelReason),
-}
-
-struct Inbox<T> {
-    tx: Sender<StreamMail<T>>,
-}
-
-impl<T: Send> DownstreamControl for Inbox<T> {
-    fn cancelled(&self, tag: Tag, reason: CancelReason) -> bool {
-        self.tx.send(StreamMail::Cancel(tag, reason)).is_ok()
-    }
-}
-
-impl<T: Send> Downstream<T> for Inbox<T> {
-    fn events(&self, tag: Tag, events: Vec<T>) -> bool {
-        self.tx.send(StreamMail::Events(tag, events)).is_ok()
-    }
-}
-
 struct StreamSub {
     from: SubscriptionRef,
     cancel: CancelMode,
@@ -291,8 +270,8 @@ struct StreamSub {
 /// returns them.
 pub struct StageStream<T: Send + 'static> {
     pending: Vec<(SourceRef<T>, SubscribeOptions<T>)>,
-    rx: Receiver<StreamMail<T>>,
-    inbox: Arc<Inbox<T>>,
+    rx: Receiver<RawMessage<T>>,
+    inbox: Arc<RawInbox<T>>,
     id: u64,
     subs: HashMap<Tag, StreamSub>,
     batch: std::vec::IntoIter<T>,
@@ -340,11 +319,11 @@ impl<T: Send + 'static> Default for StageStream<T> {
 impl<T: Send + 'static> StageStream<T> {
     /// A stream with no subscriptions yet.
     pub fn new() -> Self {
-        let (tx, rx) = unbounded();
+        let (inbox, rx) = RawInbox::channel();
         StageStream {
             pending: Vec::new(),
             rx,
-            inbox: Arc::new(Inbox { tx }),
+            inbox,
             id: next_id(),
             subs: HashMap::new(),
             batch: Vec::new().into_iter(),
@@ -405,15 +384,7 @@ impl<T: Send + 'static> StageStream<T> {
                     demand: DemandState::new(max, min),
                 },
             );
-            let msg = Box::new(SubscribeMsg {
-                tag,
-                consumer_id: self.id,
-                consumer: self.inbox.clone(),
-                opts,
-                current: None,
-                guard: DownGuard::new(tag, self.inbox.clone(), source.shared.clone()),
-            });
-            if let Err(mut msg) = source.upstream.subscribe(msg) {
+            if let Err(mut msg) = self.inbox.subscribe(self.id, &source, tag, opts) {
                 // The producer has already exited. One that ran out normally has
                 // nothing more to give: the subscription just ends (GenStage would
                 // exit with `noproc`). Any other exit is reported with its reason.
@@ -479,12 +450,12 @@ impl<T: Send + 'static> StageStream<T> {
         // the notice of its exit): so everything it delivered is read here.
         while !open.is_empty() {
             match self.rx.recv() {
-                Ok(StreamMail::Events(tag, events)) => {
+                Ok(RawMessage::Events(tag, events)) => {
                     if open.contains_key(&tag) {
                         left.extend(events);
                     }
                 }
-                Ok(StreamMail::Cancel(tag, _)) => {
+                Ok(RawMessage::Cancel(tag, _)) => {
                     open.remove(&tag);
                 }
                 Err(_) => break,
@@ -545,12 +516,12 @@ impl<T: Send + 'static> Iterator for StageStream<T> {
                 return None;
             }
             match self.rx.recv() {
-                Ok(StreamMail::Events(tag, events)) => {
+                Ok(RawMessage::Events(tag, events)) => {
                     if self.subs.contains_key(&tag) && !events.is_empty() {
                         self.incoming = Some((tag, events));
                     }
                 }
-                Ok(StreamMail::Cancel(tag, reason)) => {
+                Ok(RawMessage::Cancel(tag, reason)) => {
                     if let Some(sub) = self.subs.remove(&tag) {
                         let r = reason.reason();
                         if !r.is_normal() && sub.cancel.stops_on(r) {

@@ -49,12 +49,55 @@ impl<I, O> Default for Spec<I, O> {
 }
 
 impl<I, O> Spec<I, O> {
-    fn check_subscriptions(&self) -> Result<(), OptionsError> {
+    /// The spec, once every `subscribe_to` entry's options are valid.
+    fn checked(self) -> Result<Self, OptionsError> {
         for (_, opts) in &self.subscribe_to {
             opts.validate()?;
         }
-        Ok(())
+        Ok(self)
     }
+}
+
+/// The setters that two or three of the options types share, written once. Each
+/// options type keeps its settings in a field `spec: Spec<I, O>`; `stage` adds the
+/// name and log sink (every kind), `output O` the producer side's buffer and
+/// dispatcher, `input I` the consumer side's subscriptions.
+macro_rules! setters {
+    (stage) => {
+        /// The stage's name: its thread's name and the name in its log lines.
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self.spec.name = Some(name.into());
+            self
+        }
+        /// Where the stage's log lines go (default: the `log` facade, see [`LogSink`]).
+        pub fn log(mut self, sink: LogSink) -> Self {
+            self.spec.log = Some(sink);
+            self
+        }
+    };
+    (output $out:ty) => {
+        /// What to keep when the buffer overflows (default [`BufferKeep::Last`]).
+        pub fn buffer_keep(mut self, keep: BufferKeep) -> Self {
+            self.spec.buffer_keep = keep;
+            self
+        }
+        /// The dispatcher (default [`DemandDispatcher`](super::dispatcher::DemandDispatcher)).
+        pub fn dispatcher(mut self, d: impl Dispatcher<$out>) -> Self {
+            self.spec.dispatcher = Some(Box::new(d));
+            self
+        }
+    };
+    (input $in:ty) => {
+        /// Subscribe to `producer` with `opts` when the stage starts (in order).
+        pub fn subscribe_to(
+            mut self,
+            producer: &impl Source<$in>,
+            opts: SubscribeOptions<$in>,
+        ) -> Self {
+            self.spec.subscribe_to.push((producer.source(), opts));
+            self
+        }
+    };
 }
 
 /// Options of a producer. Defaults: buffer of 10 000 events keeping the last,
@@ -97,31 +140,13 @@ impl<T: Send + 'static> ProducerOptions<T> {
         self.spec.buffer_size = size;
         self
     }
-    /// What to keep when the buffer overflows (default [`BufferKeep::Last`]).
-    pub fn buffer_keep(mut self, keep: BufferKeep) -> Self {
-        self.spec.buffer_keep = keep;
-        self
-    }
     /// Initial demand mode (default [`DemandMode::Forward`]).
     pub fn demand(mut self, mode: DemandMode) -> Self {
         self.spec.demand = mode;
         self
     }
-    /// The dispatcher (default [`DemandDispatcher`](super::dispatcher::DemandDispatcher)).
-    pub fn dispatcher(mut self, d: impl Dispatcher<T>) -> Self {
-        self.spec.dispatcher = Some(Box::new(d));
-        self
-    }
-    /// The stage's name: its thread's name and the name in its log lines.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.spec.name = Some(name.into());
-        self
-    }
-    /// Where the stage's log lines go (default: the `log` facade, see [`LogSink`]).
-    pub fn log(mut self, sink: LogSink) -> Self {
-        self.spec.log = Some(sink);
-        self
-    }
+    setters!(output T);
+    setters!(stage);
     pub(crate) fn into_spec(self) -> Spec<super::Never, T> {
         self.spec
     }
@@ -178,24 +203,10 @@ impl<T: Send + 'static> ConsumerOptions<T> {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Subscribe to `producer` with `opts` when the stage starts (in order).
-    pub fn subscribe_to(mut self, producer: &impl Source<T>, opts: SubscribeOptions<T>) -> Self {
-        self.spec.subscribe_to.push((producer.source(), opts));
-        self
-    }
-    /// The stage's name.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.spec.name = Some(name.into());
-        self
-    }
-    /// Where the stage's log lines go.
-    pub fn log(mut self, sink: LogSink) -> Self {
-        self.spec.log = Some(sink);
-        self
-    }
+    setters!(input T);
+    setters!(stage);
     pub(crate) fn into_spec(self) -> Result<Spec<T, super::Never>, OptionsError> {
-        self.spec.check_subscriptions()?;
-        Ok(self.spec)
+        self.spec.checked()
     }
 }
 
@@ -236,38 +247,15 @@ impl<I: Send + 'static, O: Send + 'static> ProducerConsumerOptions<I, O> {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Subscribe to `producer` with `opts` when the stage starts (in order).
-    pub fn subscribe_to(mut self, producer: &impl Source<I>, opts: SubscribeOptions<I>) -> Self {
-        self.spec.subscribe_to.push((producer.source(), opts));
-        self
-    }
+    setters!(input I);
     /// Capacity of the output buffer (default unbounded).
     pub fn buffer_size(mut self, size: BufferSize) -> Self {
         self.spec.buffer_size = size;
         self
     }
-    /// What to keep when the buffer overflows (default [`BufferKeep::Last`]).
-    pub fn buffer_keep(mut self, keep: BufferKeep) -> Self {
-        self.spec.buffer_keep = keep;
-        self
-    }
-    /// The dispatcher (default [`DemandDispatcher`](super::dispatcher::DemandDispatcher)).
-    pub fn dispatcher(mut self, d: impl Dispatcher<O>) -> Self {
-        self.spec.dispatcher = Some(Box::new(d));
-        self
-    }
-    /// The stage's name.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.spec.name = Some(name.into());
-        self
-    }
-    /// Where the stage's log lines go.
-    pub fn log(mut self, sink: LogSink) -> Self {
-        self.spec.log = Some(sink);
-        self
-    }
+    setters!(output O);
+    setters!(stage);
     pub(crate) fn into_spec(self) -> Result<Spec<I, O>, OptionsError> {
-        self.spec.check_subscriptions()?;
-        Ok(self.spec)
+        self.spec.checked()
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
-use super::handle::{Source, StageRef};
+use super::handle::{Source, SourceRef, StageRef};
 use super::mailbox::{DownGuard, Downstream, DownstreamControl, Mail, SubscribeMsg};
 use super::reason::{next_id, CancelReason, Tag};
 use super::subscription::{SubscribeOptions, SubscriptionRef};
@@ -28,8 +28,40 @@ pub enum RawMessage<T> {
     Cancel(Tag, CancelReason),
 }
 
-struct RawInbox<T> {
+/// A consumer end outside any stage, for [`RawConsumer`] and
+/// [`StageStream`](super::StageStream): what producers send arrives on a channel,
+/// unbounded because every producer sends at most what was asked.
+pub(crate) struct RawInbox<T> {
     tx: Sender<RawMessage<T>>,
+}
+
+impl<T: Send + 'static> RawInbox<T> {
+    /// An inbox and the receiving end of its channel.
+    pub(crate) fn channel() -> (Arc<Self>, Receiver<RawMessage<T>>) {
+        let (tx, rx) = unbounded();
+        (Arc::new(RawInbox { tx }), rx)
+    }
+
+    /// Sends `source` the subscribe message of subscription `tag`, whose events and
+    /// cancel come to this inbox. A producer that is not alive hands the message back
+    /// (its guard would report the producer's exit to this inbox when dropped).
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        consumer_id: u64,
+        source: &SourceRef<T>,
+        tag: Tag,
+        opts: SubscribeOptions<T>,
+    ) -> Result<(), Box<SubscribeMsg<T>>> {
+        let msg = Box::new(SubscribeMsg {
+            tag,
+            consumer_id,
+            consumer: self.clone(),
+            opts,
+            current: None,
+            guard: DownGuard::new(tag, self.clone(), source.shared.clone()),
+        });
+        source.upstream.subscribe(msg)
+    }
 }
 
 impl<T: Send> DownstreamControl for RawInbox<T> {
@@ -85,10 +117,10 @@ impl<T: Send + 'static> Default for RawConsumer<T> {
 impl<T: Send + 'static> RawConsumer<T> {
     /// A consumer end with an empty inbox and a fresh consumer identity.
     pub fn new() -> Self {
-        let (tx, rx) = unbounded();
+        let (inbox, rx) = RawInbox::channel();
         RawConsumer {
             id: next_id(),
-            inbox: Arc::new(RawInbox { tx }),
+            inbox,
             rx,
         }
     }
@@ -104,16 +136,8 @@ impl<T: Send + 'static> RawConsumer<T> {
         opts: SubscribeOptions<T>,
     ) -> SubscriptionRef {
         let source = producer.source();
-        let msg = Box::new(SubscribeMsg {
-            tag,
-            consumer_id: self.id,
-            consumer: self.inbox.clone(),
-            opts,
-            current: None,
-            guard: DownGuard::new(tag, self.inbox.clone(), source.shared.clone()),
-        });
         // A dead producer drops the message; its guard reports it to our inbox.
-        if let Err(mut msg) = source.upstream.subscribe(msg) {
+        if let Err(mut msg) = self.inbox.subscribe(self.id, &source, tag, opts) {
             msg.guard.never_delivered();
         }
         self.address(producer, tag)

@@ -23,6 +23,10 @@ use super::{
     Producer, ProducerConsumer, Stage,
 };
 
+/// How long `start` waits for a held source that refused its release to finish
+/// exiting, to tell a normal stop (a drain before `start`) from a failure.
+const EXITING: Duration = Duration::from_secs(30);
+
 /// How long [`Topology::start`] and an unstarted topology's drop wait for each stage
 /// they stop after a failure (a stage busy in a callback stops only when it returns).
 const STOP_WAIT: Duration = Duration::from_secs(5);
@@ -187,8 +191,14 @@ impl Topology {
     fn hold<S: Stage>(&mut self, stage: &StageRef<S>, wanted: DemandMode) {
         if wanted == DemandMode::Forward {
             let me = stage.clone();
-            self.releases
-                .push(Box::new(move || me.set_demand_mode(DemandMode::Forward)));
+            self.releases.push(Box::new(move || {
+                match me.set_demand_mode(DemandMode::Forward) {
+                    // A source halted by a drain requested before `start` stops
+                    // normally while still held: there is nothing to release.
+                    Err(_) if me.join_timeout(EXITING).is_some_and(|r| r.is_normal()) => Ok(()),
+                    other => other,
+                }
+            }));
         }
     }
 

@@ -431,11 +431,19 @@ fn terminates_child_with_brutal_kill() {
 
 /// "terminates children with expired integer shutdown" (A): a job that ignores the
 /// cancel does not hold the supervisor beyond its shutdown time.
+///
+/// The job blocks until the test releases it, after the stop: so the supervisor can
+/// only exit by giving up on it when its shutdown time expires. Were it to wait for
+/// the job, the stop would time out (after a minute, not a measured duration).
 #[test]
 fn terminates_children_with_expired_integer_shutdown() {
-    let (tx, rx) = bounded::<()>(0);
+    let (release, released) = bounded::<()>(0);
+    let (started_tx, started) = bounded::<()>(1);
+    let (ended_tx, ended) = bounded::<()>(1);
     let job = move |_: &Cmd, _: &JobContext| -> Result<(), Reason> {
-        let _ = rx.recv();
+        let _ = started_tx.send(());
+        let _ = released.recv();
+        let _ = ended_tx.send(());
         Ok(())
     };
     let s = ConsumerSupervisor::start(
@@ -444,10 +452,23 @@ fn terminates_children_with_expired_integer_shutdown() {
     )
     .unwrap();
     s.start_child(Cmd::Run).unwrap();
-    let t = std::time::Instant::now();
-    s.stop(Reason::Shutdown).unwrap();
-    assert!(t.elapsed() < Duration::from_secs(2));
-    drop(tx);
+    started
+        .recv_timeout(crate::support::TIMEOUT)
+        .expect("the job started");
+    assert_eq!(
+        s.stop_timeout(Reason::Shutdown, crate::support::TIMEOUT),
+        Ok(()),
+        "the supervisor waited for a job that ignores the cancel past its shutdown time"
+    );
+    assert!(
+        ended.try_recv().is_err(),
+        "the job cannot have ended: it is still blocked"
+    );
+    // Released, the job finishes on its own after its supervisor is gone.
+    drop(release);
+    ended
+        .recv_timeout(crate::support::TIMEOUT)
+        .expect("the released job ended");
 }
 
 #[test]

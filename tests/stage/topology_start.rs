@@ -381,3 +381,31 @@ fn start_reports_a_source_that_died_before_it() {
     assert!(err.to_string().contains("doomed"), "{err}");
     assert_eq!(other.join_timeout(TIMEOUT), Some(Reason::Shutdown));
 }
+
+/// A drain requested before `start` halts the held sources; one that already
+/// stopped (normally) when `start` releases it is not an error. `start` used to
+/// return `NoProc` when the halted source won that race (seen in the
+/// `Topology::handle` example under load); waiting for the source's exit first makes
+/// the race certain.
+#[test]
+fn start_after_a_drain_that_already_stopped_the_sources() {
+    let mut topology = Topology::new();
+    let numbers = topology
+        .source(
+            stageflow::pipeline::LineSource::new().reader("in", std::io::Cursor::new("a\nb\n")),
+            ProducerOptions::new().name("lines"),
+        )
+        .unwrap();
+    let out = topology.stream(&numbers, SubscribeOptions::new()).unwrap();
+    topology.handle().drain();
+    assert_eq!(
+        numbers.join_timeout(TIMEOUT),
+        Some(Reason::Normal),
+        "the halted source did not stop within {TIMEOUT:?}"
+    );
+    let pipeline = topology
+        .start()
+        .expect("start after a drain that stopped the sources");
+    assert_eq!(out.count(), 0);
+    assert!(pipeline.wait(TIMEOUT).is_complete());
+}

@@ -58,10 +58,10 @@ pub(crate) trait FireEmit<A, O>: Fire<A> {
     fn direct(&mut self, w: i64, events: Vec<O>);
 }
 
-pub(crate) type FireFactory<'a, A> =
-    Arc<dyn Fn(&LaneCtx) -> Box<dyn Fire<A> + 'a> + Send + Sync + 'a>;
-pub(crate) type FireEmitFactory<'a, A, O> =
-    Arc<dyn Fn(&LaneCtx) -> Box<dyn FireEmit<A, O> + 'a> + Send + Sync + 'a>;
+/// Makes each lane's `F` (here, what fires a reducer's triggers) from its context.
+pub(crate) type PerLane<'a, F> = Arc<dyn Fn(&LaneCtx) -> Box<F> + Send + Sync + 'a>;
+pub(crate) type FireFactory<'a, A> = PerLane<'a, dyn Fire<A> + 'a>;
+pub(crate) type FireEmitFactory<'a, A, O> = PerLane<'a, dyn FireEmit<A, O> + 'a>;
 
 /// The internal form of `on_trigger`: `complete` lets default emissions move the
 /// accumulator instead of cloning it.
@@ -97,23 +97,50 @@ impl<'a, A: Send, O: Send> FireEmit<A, O> for FireImpl<'a, A, O> {
     }
 }
 
-/// Accumulators by window id; almost always one or two, so a small vector.
-pub(crate) struct Accs<A> {
+/// A reducer's accumulators, one per window, and what fires its triggers: the part
+/// [`ReduceSink`] and [`EmitReduceSink`] share. `F` is the kind of firing
+/// ([`Fire`], or [`FireEmit`] for `emit_and_reduce`).
+pub(crate) struct Accs<'a, A, F: ?Sized> {
+    /// By window id; almost always one or two, so a small vector.
     accs: Vec<(i64, A)>,
+    /// Makes the accumulator of a window that has none yet.
+    init: Arc<dyn Fn() -> A + Send + Sync + 'a>,
+    pub fire: Box<F>,
+    cx: LaneCtx,
 }
 
-impl<A> Accs<A> {
-    pub fn new() -> Self {
-        Accs { accs: Vec::new() }
+impl<'a, A, F: Fire<A> + ?Sized> Accs<'a, A, F> {
+    pub fn new(init: Arc<dyn Fn() -> A + Send + Sync + 'a>, fire: Box<F>, cx: &LaneCtx) -> Self {
+        Accs {
+            accs: Vec::new(),
+            init,
+            fire,
+            cx: cx.clone(),
+        }
     }
+    /// Window `w`'s accumulator, taken out (a new one if it has none).
     #[inline]
-    pub fn take(&mut self, w: i64) -> Option<A> {
-        let p = self.accs.iter().position(|(id, _)| *id == w)?;
-        Some(self.accs.swap_remove(p).1)
+    pub fn take(&mut self, w: i64) -> A {
+        match self.accs.iter().position(|(id, _)| *id == w) {
+            Some(p) => self.accs.swap_remove(p).1,
+            None => (self.init)(),
+        }
     }
     #[inline]
     pub fn put(&mut self, w: i64, a: A) {
         self.accs.push((w, a));
+    }
+    /// Fires trigger `name` of window `w` over its accumulator, and keeps the
+    /// accumulator that `on_trigger` returns unless the window completed.
+    pub fn trigger(&mut self, w: i64, name: &TriggerName, complete: bool) {
+        let acc = self.take(w);
+        let info = info(&self.cx, w, name);
+        if let Some(a) = self.fire.fire(w, acc, &info, complete) {
+            self.put(w, a);
+        }
+    }
+    pub fn finish(&mut self) {
+        self.fire.finish()
     }
 }
 
@@ -160,11 +187,8 @@ where
 /// `reduce` and `reduce_mut`: fold every event of a window into that window's
 /// accumulator.
 pub(crate) struct ReduceSink<'a, U, A, F> {
-    pub accs: Accs<A>,
-    pub init: Arc<dyn Fn() -> A + Send + Sync + 'a>,
+    pub accs: Accs<'a, A, dyn Fire<A> + 'a>,
     pub f: Arc<F>,
-    pub fire: Box<dyn Fire<A> + 'a>,
-    pub cx: LaneCtx,
     pub _u: PhantomData<fn(U)>,
 }
 
@@ -191,29 +215,22 @@ where
         self.events_from(w, &mut all.by_ref().take(n))
     }
     fn events_from(&mut self, w: i64, events: &mut Run<'_, '_, U>) {
-        let acc = self.accs.take(w).unwrap_or_else(|| (self.init)());
+        let acc = self.accs.take(w);
         let acc = self.f.fold(acc, events);
         self.accs.put(w, acc);
     }
     fn trigger(&mut self, w: i64, name: &TriggerName, complete: bool) {
-        let acc = self.accs.take(w).unwrap_or_else(|| (self.init)());
-        let info = info(&self.cx, w, name);
-        if let Some(a) = self.fire.fire(w, acc, &info, complete) {
-            self.accs.put(w, a);
-        }
+        self.accs.trigger(w, name, complete)
     }
     fn finish(&mut self) {
-        self.fire.finish()
+        self.accs.finish()
     }
 }
 
 /// `emit_and_reduce`: like [`ReduceSink`], and emits what the function returns.
 pub(crate) struct EmitReduceSink<'a, U, A, O, G> {
-    pub accs: Accs<A>,
-    pub init: Arc<dyn Fn() -> A + Send + Sync + 'a>,
+    pub accs: Accs<'a, A, dyn FireEmit<A, O> + 'a>,
     pub g: Arc<G>,
-    pub fire: Box<dyn FireEmit<A, O> + 'a>,
-    pub cx: LaneCtx,
     pub _u: PhantomData<fn(U)>,
 }
 
@@ -225,7 +242,7 @@ where
     O: Send,
 {
     fn events(&mut self, w: i64, batch: Vec<U>) {
-        let mut acc = self.accs.take(w).unwrap_or_else(|| (self.init)());
+        let mut acc = self.accs.take(w);
         let mut out = Vec::new();
         for x in batch {
             let (evs, a) = (self.g)(acc, x);
@@ -233,17 +250,13 @@ where
             acc = a;
         }
         self.accs.put(w, acc);
-        self.fire.direct(w, out);
+        self.accs.fire.direct(w, out);
     }
     fn trigger(&mut self, w: i64, name: &TriggerName, complete: bool) {
-        let acc = self.accs.take(w).unwrap_or_else(|| (self.init)());
-        let info = info(&self.cx, w, name);
-        if let Some(a) = self.fire.fire(w, acc, &info, complete) {
-            self.accs.put(w, a);
-        }
+        self.accs.trigger(w, name, complete)
     }
     fn finish(&mut self) {
-        self.fire.finish()
+        self.accs.finish()
     }
 }
 

@@ -142,6 +142,39 @@ where
     }
 }
 
+/// Ends one side's last layer: tags its events with their side and routes them by key
+/// to the join layer's `inbox`, as producers from `offset` on.
+fn side_sink<'a, T, L, R, H>(
+    side: fn(T) -> Side<L, R>,
+    inbox: &Arc<Inbox<Side<L, R>>>,
+    hash: &Arc<H>,
+    cx: &Cx,
+    offset: usize,
+    for_iters: bool,
+) -> SinkFactory<'a, T>
+where
+    T: Send + 'a,
+    L: Send + 'a,
+    R: Send + 'a,
+    H: Fn(&Side<L, R>, usize) -> Option<usize> + Send + Sync + 'a,
+{
+    let (inbox, hash, stats) = (inbox.clone(), hash.clone(), cx.stats.clone());
+    Arc::new(move |lcx: &LaneCtx| {
+        Box::new(Xform {
+            f: move |v: Vec<T>| v.into_iter().map(side).collect(),
+            exact: false,
+            next: Box::new(PartitionRouter {
+                inbox: inbox.clone(),
+                hash: hash.clone(),
+                speaker: Speaker::new(lcx, offset, for_iters),
+                seq: 0,
+                stats: stats.clone(),
+            }),
+            _t: PhantomData,
+        })
+    })
+}
+
 impl<'a, O: Send + 'a> Flow<'a, O> {
     /// Joins two flows on keys with the global window: the state grows with the input
     /// (Elixir's `bounded_join/7`). `join(left, right)` gets `None` for the missing side
@@ -252,41 +285,15 @@ impl<'a, O: Send + 'a> Flow<'a, O> {
                         Side::Right(r) => partition_of(&rk2(r), n),
                     })
                 });
-                // Each side's last layer tags its events and routes them by key.
                 // A side without a reducer speaks for its iterators (sinks::Speaker).
                 let (left_iters, right_iters) = (
                     left.shape != Shape::Triggered,
                     right.shape != Shape::Triggered,
                 );
-                let side_router = |offset: usize, for_iters: bool| {
-                    let (inbox, hash, stats) = (inbox.clone(), hash.clone(), cx.stats.clone());
-                    move |lcx: &LaneCtx| PartitionRouter {
-                        inbox: inbox.clone(),
-                        hash: hash.clone(),
-                        speaker: Speaker::new(lcx, offset, for_iters),
-                        seq: 0,
-                        stats: stats.clone(),
-                    }
-                };
-                let lr = side_router(0, left_iters);
-                let lsink: SinkFactory<'a, L> = Arc::new(move |lcx: &LaneCtx| {
-                    Box::new(Xform {
-                        f: |v: Vec<L>| v.into_iter().map(Side::Left).collect(),
-                        exact: false,
-                        next: Box::new(lr(lcx)),
-                        _t: PhantomData,
-                    })
-                });
+                let lsink = side_sink(Side::Left, &inbox, &hash, cx, 0, left_iters);
                 let lb = left.start(lsink, cx)?;
-                let rr = side_router(lb.producers(left_iters), right_iters);
-                let rsink: SinkFactory<'a, R> = Arc::new(move |lcx: &LaneCtx| {
-                    Box::new(Xform {
-                        f: |v: Vec<R>| v.into_iter().map(Side::Right).collect(),
-                        exact: false,
-                        next: Box::new(rr(lcx)),
-                        _t: PhantomData,
-                    })
-                });
+                let offset = lb.producers(left_iters);
+                let rsink = side_sink(Side::Right, &inbox, &hash, cx, offset, right_iters);
                 let rb = right.start(rsink, cx)?;
                 let producers = lb.producers(left_iters) + rb.producers(right_iters);
                 let (lk, rk, join) = (lk.clone(), rk.clone(), join.clone());

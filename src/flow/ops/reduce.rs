@@ -7,18 +7,18 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::flow::exec::sinks::{
-    Accs, ByValue, EmitReduceSink, FireEmitFactory, FireFactory, FireImpl, Fold, InPlace,
-    ReduceSink, TriggerFn,
+    Accs, ByValue, EmitReduceSink, Fire, FireEmit, FireEmitFactory, FireFactory, FireImpl, Fold,
+    InPlace, PerLane, ReduceSink, TriggerFn,
 };
-use crate::flow::exec::{Built, Cx, LaneCtx, SinkFactory};
+use crate::flow::exec::{BoxSink, Build, Built, Cx, LaneCtx, SinkFactory};
 use crate::flow::{Flow, FlowError, Shape, TriggerInfo};
 
 const SECOND_REDUCE: &str = "cannot call group_by/reduce/emit_and_reduce on a flow after another group_by/reduce/emit_and_reduce operation (these functions can only be called once per partition, for subsequent transformations, consider using on_trigger/2 instead)";
 
-type ReducedBuild<'a, A> =
-    Box<dyn FnOnce(FireFactory<'a, A>, &Cx) -> Result<Built<'a>, FlowError> + Send + 'a>;
-type EmitBuild<'a, A, O> =
-    Box<dyn FnOnce(FireEmitFactory<'a, A, O>, &Cx) -> Result<Built<'a>, FlowError> + Send + 'a>;
+/// A reducer's layer, to be built once what fires its triggers (`F`) is known.
+type LayerBuild<'a, F> = Box<dyn FnOnce(F, &Cx) -> Result<Built<'a>, FlowError> + Send + 'a>;
+type ReducedBuild<'a, A> = LayerBuild<'a, FireFactory<'a, A>>;
+type EmitBuild<'a, A, O> = LayerBuild<'a, FireEmitFactory<'a, A, O>>;
 
 /// A layer that ends with a reducer, before its emission is chosen.
 ///
@@ -74,6 +74,67 @@ impl<'a, A, O> std::fmt::Debug for EmitReduced<'a, A, O> {
             .field("error", &self.error)
             .finish()
     }
+}
+
+/// A layer ending with a reducer: each lane's chain ends with `sink(lcx, fire)`,
+/// `fire` being what fires its triggers, which the emission chosen later provides.
+fn reducer_layer<'a, T: 'a, F: ?Sized + 'a>(
+    prev: Build<'a, T>,
+    sink: impl Fn(&LaneCtx, Box<F>) -> BoxSink<'a, T> + Send + Sync + 'a,
+) -> LayerBuild<'a, PerLane<'a, F>> {
+    Box::new(move |fire: PerLane<'a, F>, cx: &Cx| {
+        let sink: SinkFactory<'a, T> = Arc::new(move |lcx: &LaneCtx| sink(lcx, fire(lcx)));
+        prev(sink, cx)
+    })
+}
+
+/// Ends a reducer's layer: in each lane, `fire(next)` makes what fires the reducer's
+/// triggers ([`Fire`], or [`FireEmit`] for `emit_and_reduce`), `next` being the rest
+/// of the lane's chain.
+fn triggered<'a, O: Send + 'a, F: ?Sized + 'a>(
+    build: LayerBuild<'a, PerLane<'a, F>>,
+    error: Option<FlowError>,
+    fire: impl Fn(BoxSink<'a, O>) -> Box<F> + Send + Sync + 'a,
+) -> Flow<'a, O> {
+    Flow {
+        build: Box::new(move |tail: SinkFactory<'a, O>, cx: &Cx| {
+            let fire: PerLane<'a, F> = Arc::new(move |lcx: &LaneCtx| fire(tail(lcx)));
+            build(fire, cx)
+        }),
+        shape: Shape::Triggered,
+        error,
+        idle_window: false,
+    }
+}
+
+/// `on_trigger(f)` in the internal form: the accumulator `f` returns is kept.
+fn on_trigger_fn<'a, A, O>(
+    f: impl Fn(A, &TriggerInfo) -> (Vec<O>, A) + Send + Sync + 'a,
+) -> TriggerFn<'a, A, O> {
+    Arc::new(move |a, info, _complete| {
+        let (e, a) = f(a, info);
+        (e, Some(a))
+    })
+}
+
+/// Emits the accumulator's items and keeps it; a completing window moves the
+/// accumulator instead of cloning it.
+fn emit_items<'a, A>() -> TriggerFn<'a, A, A::Item>
+where
+    A: IntoIterator + Clone,
+{
+    Arc::new(|a: A, _: &TriggerInfo, complete| {
+        if complete {
+            (a.into_iter().collect(), None)
+        } else {
+            (a.clone().into_iter().collect(), Some(a))
+        }
+    })
+}
+
+/// Emits nothing and keeps the accumulator.
+fn emit_none<'a, A, O>() -> TriggerFn<'a, A, O> {
+    Arc::new(|a: A, _: &TriggerInfo, _| (Vec::new(), Some(a)))
 }
 
 fn reducer_error<T>(flow: &Flow<'_, T>) -> Option<FlowError> {
@@ -155,22 +216,15 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         F: Fold<A, T> + 'a,
     {
         let error = reducer_error(&self);
-        let prev = self.build;
         let init: Arc<dyn Fn() -> A + Send + Sync + 'a> = Arc::new(init);
         let f = Arc::new(fold);
         Reduced {
-            build: Box::new(move |fire: FireFactory<'a, A>, cx: &Cx| {
-                let sink: SinkFactory<'a, T> = Arc::new(move |lcx: &LaneCtx| {
-                    Box::new(ReduceSink {
-                        accs: Accs::new(),
-                        init: init.clone(),
-                        f: f.clone(),
-                        fire: fire(lcx),
-                        cx: lcx.clone(),
-                        _u: PhantomData,
-                    })
-                });
-                prev(sink, cx)
+            build: reducer_layer(self.build, move |lcx, fire| {
+                Box::new(ReduceSink {
+                    accs: Accs::new(init.clone(), fire, lcx),
+                    f: f.clone(),
+                    _u: PhantomData,
+                })
             }),
             error,
         }
@@ -199,22 +253,15 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
         G: Fn(A, T) -> (Vec<O>, A) + Send + Sync + 'a,
     {
         let error = reducer_error(&self);
-        let prev = self.build;
         let init: Arc<dyn Fn() -> A + Send + Sync + 'a> = Arc::new(init);
         let g = Arc::new(g);
         EmitReduced {
-            build: Box::new(move |fire: FireEmitFactory<'a, A, O>, cx: &Cx| {
-                let sink: SinkFactory<'a, T> = Arc::new(move |lcx: &LaneCtx| {
-                    Box::new(EmitReduceSink {
-                        accs: Accs::new(),
-                        init: init.clone(),
-                        g: g.clone(),
-                        fire: fire(lcx),
-                        cx: lcx.clone(),
-                        _u: PhantomData,
-                    })
-                });
-                prev(sink, cx)
+            build: reducer_layer(self.build, move |lcx, fire| {
+                Box::new(EmitReduceSink {
+                    accs: Accs::new(init.clone(), fire, lcx),
+                    g: g.clone(),
+                    _u: PhantomData,
+                })
             }),
             error,
         }
@@ -274,21 +321,16 @@ impl<'a, T: Send + 'a> Flow<'a, T> {
 
 impl<'a, A: Send + 'a> Reduced<'a, A> {
     pub(crate) fn with_trigger<O: Send + 'a>(self, trig: TriggerFn<'a, A, O>) -> Flow<'a, O> {
-        let build = self.build;
-        Flow {
-            build: Box::new(move |tail: SinkFactory<'a, O>, cx: &Cx| {
-                let fire: FireFactory<'a, A> = Arc::new(move |lcx: &LaneCtx| {
-                    Box::new(FireImpl {
-                        f: trig.clone(),
-                        next: tail(lcx),
-                    })
-                });
-                build(fire, cx)
-            }),
-            shape: Shape::Triggered,
-            error: self.error,
-            idle_window: false,
-        }
+        triggered(
+            self.build,
+            self.error,
+            move |next| -> Box<dyn Fire<A> + 'a> {
+                Box::new(FireImpl {
+                    f: trig.clone(),
+                    next,
+                })
+            },
+        )
     }
 
     /// At every trigger, `f(acc, info)` returns the events to emit and the accumulator
@@ -308,10 +350,7 @@ impl<'a, A: Send + 'a> Reduced<'a, A> {
         O: Send + 'a,
         F: Fn(A, &TriggerInfo) -> (Vec<O>, A) + Send + Sync + 'a,
     {
-        self.with_trigger(Arc::new(move |a, info, _complete| {
-            let (e, a) = f(a, info);
-            (e, Some(a))
-        }))
+        self.with_trigger(on_trigger_fn(f))
     }
 
     /// Emits the accumulator itself at every trigger (Elixir's `emit(:state)`).
@@ -353,13 +392,7 @@ impl<'a, A: Send + 'a> Reduced<'a, A> {
         A: IntoIterator + Clone,
         A::Item: Send + 'a,
     {
-        self.with_trigger(Arc::new(|a: A, _: &TriggerInfo, complete| {
-            if complete {
-                (a.into_iter().collect(), None)
-            } else {
-                (a.clone().into_iter().collect(), Some(a))
-            }
-        }))
+        self.with_trigger(emit_items())
     }
 
     /// Emits nothing (Elixir's `emit(:nothing)`): for reducers run for their effects.
@@ -370,27 +403,22 @@ impl<'a, A: Send + 'a> Reduced<'a, A> {
     /// assert_eq!(n, 0);
     /// ```
     pub fn emit_nothing(self) -> Flow<'a, A> {
-        self.with_trigger(Arc::new(|a: A, _: &TriggerInfo, _| (Vec::new(), Some(a))))
+        self.with_trigger(emit_none())
     }
 }
 
 impl<'a, A: Send + 'a, O: Send + 'a> EmitReduced<'a, A, O> {
     fn with_trigger(self, trig: TriggerFn<'a, A, O>) -> Flow<'a, O> {
-        let build = self.build;
-        Flow {
-            build: Box::new(move |tail: SinkFactory<'a, O>, cx: &Cx| {
-                let fire: FireEmitFactory<'a, A, O> = Arc::new(move |lcx: &LaneCtx| {
-                    Box::new(FireImpl {
-                        f: trig.clone(),
-                        next: tail(lcx),
-                    })
-                });
-                build(fire, cx)
-            }),
-            shape: Shape::Triggered,
-            error: self.error,
-            idle_window: false,
-        }
+        triggered(
+            self.build,
+            self.error,
+            move |next| -> Box<dyn FireEmit<A, O> + 'a> {
+                Box::new(FireImpl {
+                    f: trig.clone(),
+                    next,
+                })
+            },
+        )
     }
 
     /// At every trigger, `f(acc, info)` returns events to emit and the accumulator.
@@ -407,10 +435,7 @@ impl<'a, A: Send + 'a, O: Send + 'a> EmitReduced<'a, A, O> {
     where
         F: Fn(A, &TriggerInfo) -> (Vec<O>, A) + Send + Sync + 'a,
     {
-        self.with_trigger(Arc::new(move |a, info, _| {
-            let (e, a) = f(a, info);
-            (e, Some(a))
-        }))
+        self.with_trigger(on_trigger_fn(f))
     }
 
     /// Emits the accumulator's items at every trigger (the default).
@@ -427,13 +452,7 @@ impl<'a, A: Send + 'a, O: Send + 'a> EmitReduced<'a, A, O> {
     where
         A: IntoIterator<Item = O> + Clone,
     {
-        self.with_trigger(Arc::new(|a: A, _: &TriggerInfo, complete| {
-            if complete {
-                (a.into_iter().collect(), None)
-            } else {
-                (a.clone().into_iter().collect(), Some(a))
-            }
-        }))
+        self.with_trigger(emit_items())
     }
 
     /// Emits nothing at triggers: only what the reducer emits.
@@ -447,6 +466,6 @@ impl<'a, A: Send + 'a, O: Send + 'a> EmitReduced<'a, A, O> {
     /// assert_eq!(v, [1, 2, 3]);
     /// ```
     pub fn emit_nothing(self) -> Flow<'a, O> {
-        self.with_trigger(Arc::new(|a: A, _: &TriggerInfo, _| (Vec::new(), Some(a))))
+        self.with_trigger(emit_none())
     }
 }

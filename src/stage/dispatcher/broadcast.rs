@@ -36,7 +36,8 @@ struct Entry<T> {
 ///
 /// Demand already requested but met by events the producer could not broadcast yet
 /// (they wait in its buffer) is served from that buffer as soon as every consumer
-/// has asked for them ([`Dispatcher::buffered_demand`]). This is a deliberate
+/// has asked for them ([`Dispatcher::buffered_demand`], and
+/// [`Dispatcher::buffer_in_forwarded_demand`] is true). This is a deliberate
 /// difference from GenStage 1.3.2, whose producer takes from its buffer only when the
 /// dispatcher reports *new* demand: a producer started in accumulate mode, with
 /// consumers of `max_demand` 100 and 10, calls `handle_demand(100)` once on the switch
@@ -276,5 +277,11 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
         } else {
             self.waiting
         }
+    }
+
+    fn buffer_in_forwarded_demand(&self) -> bool {
+        // `requested` counts events produced and not yet broadcast: those in the
+        // producer's buffer too. What `ask` returns is demand beyond them.
+        true
     }
 }

@@ -1,6 +1,7 @@
 //! The default dispatcher: each batch goes to the consumer with the most outstanding
 //! demand (GenStage's `DemandDispatcher`).
 
+use super::demands::Demands;
 use super::{Dispatcher, Subscriber};
 use crate::stage::log::{Level, LogSink};
 use crate::stage::reason::{Reason, Tag};
@@ -51,10 +52,8 @@ pub struct DemandDispatcherOptions {
 /// );
 /// ```
 pub struct DemandDispatcher<T> {
-    /// `(outstanding demand, subscriber)`, largest demand first, ties by arrival.
-    demands: Vec<(usize, Subscriber<T>)>,
-    /// Demand forwarded upstream for consumers that have since left.
-    pending: usize,
+    /// Largest outstanding demand first, ties by arrival.
+    demands: Demands<T>,
     max_demand: Option<usize>,
     /// Subscriptions already warned about a demand above `max_demand`: once each.
     warned: Vec<Tag>,
@@ -66,8 +65,8 @@ pub struct DemandDispatcher<T> {
 impl<T> std::fmt::Debug for DemandDispatcher<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DemandDispatcher")
-            .field("consumers", &self.demands.len())
-            .field("pending", &self.pending)
+            .field("consumers", &self.demands.entries.len())
+            .field("pending", &self.demands.pending())
             .field("max_demand", &self.max_demand)
             .field("shuffle", &self.shuffle)
             .finish_non_exhaustive()
@@ -89,8 +88,7 @@ impl<T: Send + 'static> DemandDispatcher<T> {
     /// A dispatcher with these options.
     pub fn with_options(opts: DemandDispatcherOptions) -> Self {
         DemandDispatcher {
-            demands: Vec::new(),
-            pending: 0,
+            demands: Demands::new(),
             max_demand: opts.max_demand,
             warned: Vec::new(),
             shuffle: opts.shuffle_demands_on_first_dispatch,
@@ -111,12 +109,12 @@ impl<T: Send + 'static> DemandDispatcher<T> {
 
     /// `(demand, tag)` per consumer in dispatch order (for tests and diagnostics).
     pub fn demands(&self) -> Vec<(usize, Tag)> {
-        self.demands.iter().map(|(n, s)| (*n, s.tag)).collect()
+        self.demands.by_tag()
     }
 
     /// Demand already forwarded upstream on behalf of consumers that left.
     pub fn pending(&self) -> usize {
-        self.pending
+        self.demands.pending()
     }
 
     /// The maximum demand asks are checked against: the option if given, else the
@@ -132,12 +130,12 @@ impl<T: Send + 'static> DemandDispatcher<T> {
 
     fn insert(&mut self, counter: usize, sub: Subscriber<T>) {
         // Before the first entry with a strictly smaller demand (GenStage's add_demand).
-        let at = self
-            .demands
+        let entries = &mut self.demands.entries;
+        let at = entries
             .iter()
             .position(|(c, _)| counter > *c)
-            .unwrap_or(self.demands.len());
-        self.demands.insert(at, (counter, sub));
+            .unwrap_or(entries.len());
+        entries.insert(at, (counter, sub));
     }
 
     fn next_random(&mut self) -> u64 {
@@ -156,15 +154,11 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher<T> {
         sub: Subscriber<T>,
         _opts: &SubscribeOptions<T>,
     ) -> Result<usize, Reason> {
-        self.demands.push((0, sub));
-        Ok(0)
+        self.demands.subscribe(sub)
     }
 
     fn cancel(&mut self, tag: Tag) -> usize {
-        if let Some(i) = self.demands.iter().position(|(_, s)| s.tag == tag) {
-            let (counter, _) = self.demands.remove(i);
-            self.pending += counter;
-        }
+        self.demands.cancel(tag);
         self.warned.retain(|t| *t != tag);
         0
     }
@@ -182,31 +176,29 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher<T> {
                 ),
             );
         }
-        if let Some(i) = self.demands.iter().position(|(_, s)| s.tag == tag) {
-            let (counter, sub) = self.demands.remove(i);
+        if let Some(i) = self.demands.position(tag) {
+            let (counter, sub) = self.demands.entries.remove(i);
             self.insert(counter.saturating_add(n), sub);
         }
-        let already = self.pending.min(n);
-        self.pending -= already;
-        n - already
+        self.demands.forward(n)
     }
 
     fn dispatch(&mut self, mut events: Vec<T>) -> Vec<T> {
         if self.shuffle {
             self.shuffle = false;
-            for i in (1..self.demands.len()).rev() {
+            for i in (1..self.demands.entries.len()).rev() {
                 let j = (self.next_random() % (i as u64 + 1)) as usize;
-                self.demands.swap(i, j);
+                self.demands.entries.swap(i, j);
             }
         }
         while !events.is_empty() {
-            let Some(&(counter, _)) = self.demands.first() else {
+            let Some(&(counter, _)) = self.demands.entries.first() else {
                 break;
             };
             if counter == 0 {
                 break;
             }
-            let (counter, sub) = self.demands.remove(0);
+            let (counter, sub) = self.demands.entries.remove(0);
             let n = counter.min(events.len());
             let batch = if n == events.len() {
                 std::mem::take(&mut events)
@@ -216,8 +208,7 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher<T> {
             sub.send(batch);
             self.insert(counter - n, sub);
         }
-        self.pending = self.pending.saturating_sub(events.len());
-        events
+        self.demands.leftovers(events)
     }
 
     fn set_log(&mut self, log: LogSink) {

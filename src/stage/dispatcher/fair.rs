@@ -1,6 +1,7 @@
 //! Events spread evenly over the consumers that have demand, whatever their
 //! `max_demand` (GenStage PR #111, never merged).
 
+use super::demands::Demands;
 use super::{Dispatcher, Subscriber};
 use crate::stage::reason::{Reason, Tag};
 use crate::stage::subscription::SubscribeOptions;
@@ -38,20 +39,18 @@ use crate::stage::subscription::SubscribeOptions;
 /// );
 /// ```
 pub struct FairDispatcher<T> {
-    /// `(outstanding demand, subscriber)` in subscription order.
-    demands: Vec<(usize, Subscriber<T>)>,
+    /// In subscription order.
+    demands: Demands<T>,
     /// Who is served first at the next dispatch.
     cursor: usize,
-    /// Demand forwarded upstream for consumers that have since left.
-    pending: usize,
 }
 
 impl<T> std::fmt::Debug for FairDispatcher<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FairDispatcher")
-            .field("consumers", &self.demands.len())
+            .field("consumers", &self.demands.entries.len())
             .field("cursor", &self.cursor)
-            .field("pending", &self.pending)
+            .field("pending", &self.demands.pending())
             .finish()
     }
 }
@@ -59,9 +58,8 @@ impl<T> std::fmt::Debug for FairDispatcher<T> {
 impl<T: Send + 'static> Default for FairDispatcher<T> {
     fn default() -> Self {
         FairDispatcher {
-            demands: Vec::new(),
+            demands: Demands::new(),
             cursor: 0,
-            pending: 0,
         }
     }
 }
@@ -74,31 +72,32 @@ impl<T: Send + 'static> FairDispatcher<T> {
 
     /// `(demand, tag)` per consumer, in subscription order.
     pub fn demands(&self) -> Vec<(usize, Tag)> {
-        self.demands.iter().map(|(n, s)| (*n, s.tag)).collect()
+        self.demands.by_tag()
     }
 
     /// Demand already forwarded upstream on behalf of consumers that left.
     pub fn pending(&self) -> usize {
-        self.pending
+        self.demands.pending()
     }
 
     /// How many of `total` events each consumer gets: equal shares in turn order,
     /// capped by each one's demand, the rest shared again (water filling).
     fn shares(&self, total: usize) -> Vec<usize> {
-        let k = self.demands.len();
+        let demands = &self.demands.entries;
+        let k = demands.len();
         let mut alloc = vec![0usize; k];
         let mut left = total;
         while left > 0 {
             let open: Vec<usize> = (0..k)
                 .map(|i| (self.cursor + i) % k)
-                .filter(|&i| self.demands[i].0 > alloc[i])
+                .filter(|&i| demands[i].0 > alloc[i])
                 .collect();
             if open.is_empty() {
                 break;
             }
             let share = (left / open.len()).max(1);
             for i in open {
-                let give = share.min(self.demands[i].0 - alloc[i]).min(left);
+                let give = share.min(demands[i].0 - alloc[i]).min(left);
                 alloc[i] += give;
                 left -= give;
                 if left == 0 {
@@ -116,18 +115,15 @@ impl<T: Send + 'static> Dispatcher<T> for FairDispatcher<T> {
         sub: Subscriber<T>,
         _opts: &SubscribeOptions<T>,
     ) -> Result<usize, Reason> {
-        self.demands.push((0, sub));
-        Ok(0)
+        self.demands.subscribe(sub)
     }
 
     fn cancel(&mut self, tag: Tag) -> usize {
-        if let Some(i) = self.demands.iter().position(|(_, s)| s.tag == tag) {
-            let (counter, _) = self.demands.remove(i);
-            self.pending = self.pending.saturating_add(counter);
+        if let Some(i) = self.demands.cancel(tag) {
             if self.cursor > i {
                 self.cursor -= 1;
             }
-            if self.cursor >= self.demands.len() {
+            if self.cursor >= self.demands.entries.len() {
                 self.cursor = 0;
             }
         }
@@ -135,19 +131,17 @@ impl<T: Send + 'static> Dispatcher<T> for FairDispatcher<T> {
     }
 
     fn ask(&mut self, tag: Tag, n: usize) -> usize {
-        if let Some(entry) = self.demands.iter_mut().find(|(_, s)| s.tag == tag) {
+        if let Some(i) = self.demands.position(tag) {
+            let entry = &mut self.demands.entries[i];
             entry.0 = entry.0.saturating_add(n);
         }
-        let already = self.pending.min(n);
-        self.pending -= already;
-        n - already
+        self.demands.forward(n)
     }
 
     fn dispatch(&mut self, mut events: Vec<T>) -> Vec<T> {
-        let k = self.demands.len();
+        let k = self.demands.entries.len();
         if k == 0 {
-            self.pending = self.pending.saturating_sub(events.len());
-            return events;
+            return self.demands.leftovers(events);
         }
         let shares = self.shares(events.len());
         let given: usize = shares.iter().sum();
@@ -163,12 +157,12 @@ impl<T: Send + 'static> Dispatcher<T> for FairDispatcher<T> {
                 continue;
             }
             let batch: Vec<T> = sending.by_ref().take(n).collect();
-            self.demands[i].0 -= n;
-            self.demands[i].1.send(batch);
+            let (demand, sub) = &mut self.demands.entries[i];
+            *demand -= n;
+            sub.send(batch);
         }
         // The next batch starts with the next consumer in turn.
         self.cursor = (start + 1) % k;
-        self.pending = self.pending.saturating_sub(events.len());
-        events
+        self.demands.leftovers(events)
     }
 }

@@ -14,6 +14,7 @@
 
 mod broadcast;
 mod demand;
+mod demands;
 mod fair;
 mod partition;
 mod probe;
@@ -103,9 +104,35 @@ pub trait Dispatcher<T: Send + 'static>: Send + 'static {
     /// A dispatcher needs it when it can owe consumers events that were produced for
     /// demand it already forwarded and that are now in the producer's buffer: the
     /// [`BroadcastDispatcher`] after consumers with different `max_demand` subscribed
-    /// to a producer in accumulate mode.
+    /// to a producer in accumulate mode. Such a dispatcher also says so with
+    /// [`buffer_in_forwarded_demand`](Self::buffer_in_forwarded_demand).
     fn buffered_demand(&self) -> usize {
         0
+    }
+
+    /// Whether the events waiting in the producer's buffer are already counted in the
+    /// demand this dispatcher forwarded. It decides how the producer serves the new
+    /// demand `subscribe`, `ask` and `cancel` return (and demand stored in
+    /// accumulate mode, when it is replayed):
+    ///
+    /// - `false` (the default, GenStage's rule): buffered events meet new demand
+    ///   first, and only the rest goes to `handle_demand`. Right for a dispatcher
+    ///   whose returned demand is what its consumers are owed in all, such as the
+    ///   [`DemandDispatcher`].
+    /// - `true`: new demand is beyond the buffered events, which were produced for
+    ///   demand forwarded earlier; all of it goes to `handle_demand`, and the buffer
+    ///   is handed out only as [`buffered_demand`](Self::buffered_demand) reports the
+    ///   consumers ready for it. Serving new demand from that buffer would count its
+    ///   events twice: the producer would owe nothing while the dispatcher waits for
+    ///   events nobody makes. The [`BroadcastDispatcher`] works this way.
+    ///
+    /// ```
+    /// use stageflow::dispatcher::{BroadcastDispatcher, DemandDispatcher, Dispatcher};
+    /// assert!(!DemandDispatcher::<u32>::new().buffer_in_forwarded_demand());
+    /// assert!(BroadcastDispatcher::<u32>::new().buffer_in_forwarded_demand());
+    /// ```
+    fn buffer_in_forwarded_demand(&self) -> bool {
+        false
     }
 }
 

@@ -445,17 +445,27 @@ where
     /// Events that may still be requested upstream without letting any partition's
     /// queue exceed `max_queue`, even if every one of them hashed to that partition.
     fn headroom(&self) -> usize {
-        let longest = self
-            .partitions
+        self.max_queue
+            .saturating_sub(self.longest_queue().saturating_add(self.waiting))
+    }
+
+    /// The partition whose consumer has subscription `tag`.
+    fn partition_of_subscription(&self, tag: Tag) -> Option<usize> {
+        self.partitions
+            .iter()
+            .position(|p| p.sub.as_ref().is_some_and(|s| s.tag == tag))
+    }
+
+    /// Events in the longest partition queue.
+    fn longest_queue(&self) -> usize {
+        self.partitions
             .iter()
             .map(|p| match p.state {
                 State::Queue { events, .. } => events,
                 State::Demand(_) => 0,
             })
             .max()
-            .unwrap_or(0);
-        self.max_queue
-            .saturating_sub(longest.saturating_add(self.waiting))
+            .unwrap_or(0)
     }
 
     /// Applies the queue bound to `forward` demand (plus what was held before):
@@ -492,15 +502,7 @@ where
         if self.held == 0 {
             return;
         }
-        let longest = self
-            .partitions
-            .iter()
-            .map(|p| match p.state {
-                State::Queue { events, .. } => events,
-                State::Demand(_) => 0,
-            })
-            .max()
-            .unwrap_or(0);
+        let longest = self.longest_queue();
         for i in 0..self.partitions.len() {
             let p = &mut self.partitions[i];
             let State::Queue { events, .. } = p.state else {
@@ -620,11 +622,7 @@ where
     }
 
     fn cancel(&mut self, tag: Tag) -> usize {
-        let Some(i) = self
-            .partitions
-            .iter()
-            .position(|p| p.sub.as_ref().is_some_and(|s| s.tag == tag))
-        else {
+        let Some(i) = self.partition_of_subscription(tag) else {
             return 0;
         };
         let p = &mut self.partitions[i];
@@ -668,11 +666,7 @@ where
     }
 
     fn ask(&mut self, tag: Tag, n: usize) -> usize {
-        let Some(i) = self
-            .partitions
-            .iter()
-            .position(|p| p.sub.as_ref().is_some_and(|s| s.tag == tag))
-        else {
+        let Some(i) = self.partition_of_subscription(tag) else {
             return 0;
         };
         match &mut self.partitions[i].state {

@@ -304,14 +304,14 @@ impl<S: Stage> Runtime<S> {
 
     /// Serves what the buffer can of new demand `k` and returns the demand left for
     /// `handle_demand`. GenStage's rule is buffer first: buffered events meet new
-    /// demand. A dispatcher that reports [`Dispatcher::buffered_demand`] counts the
-    /// buffered events in the demand it already forwarded (they were produced for it),
-    /// so its new demand `k` is beyond them: the buffer is offered to the demand it
-    /// has, and all of `k` goes to `handle_demand`. Serving `k` from that buffer would
-    /// count those events twice and leave the producer owing nothing while the
-    /// dispatcher waits for them.
+    /// demand. A dispatcher whose forwarded demand already counts the buffered events
+    /// ([`Dispatcher::buffer_in_forwarded_demand`]: they were produced for it) returns
+    /// new demand `k` beyond them: the buffer is offered to the demand it reports
+    /// ([`Dispatcher::buffered_demand`]), and all of `k` goes to `handle_demand`.
+    /// Serving `k` from that buffer would count those events twice and leave the
+    /// producer owing nothing while the dispatcher waits for them.
     fn buffer_first(&mut self, k: usize) -> usize {
-        if self.dispatcher.buffered_demand() > 0 {
+        if self.dispatcher.buffer_in_forwarded_demand() {
             self.offer_buffer();
             k
         } else {
