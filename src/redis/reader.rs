@@ -179,6 +179,11 @@ impl Reader {
 
     /// Handles a failed command; false if the reader must end.
     fn trouble(&mut self, e: RedisError) -> bool {
+        if !self.inner.is_taking() {
+            // Halted or stopped: nothing to repair (and a group made again now
+            // would make again a stream someone just deleted).
+            return false;
+        }
         let stream = &self.inner.options.stream;
         match conn::classify(&e) {
             Trouble::Reconnect => {

@@ -14,7 +14,7 @@ fn start(
     sink: Sink,
     max_demand: usize,
 ) -> (StageRef<RedisStreamSource>, StageRef<Sink>) {
-    let source = start_producer(source, ProducerOptions::new()).expect("source starts");
+    let source = start_source(source);
     let sink = start_consumer(
         sink,
         ConsumerOptions::new()
