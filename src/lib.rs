@@ -146,8 +146,11 @@
 
 pub mod error;
 pub mod flow;
+pub mod observe;
 mod panic;
 pub mod pipeline;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

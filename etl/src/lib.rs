@@ -47,6 +47,8 @@ use stageflow::prelude::*;
 mod db;
 pub mod generate;
 mod input;
+#[cfg(feature = "prometheus")]
+pub mod metrics;
 mod record;
 mod source;
 
@@ -193,6 +195,8 @@ pub struct Config {
     pub interrupt: Arc<Interrupt>,
     /// Live counters.
     pub counters: Arc<Counters>,
+    /// Where to write the pipeline's picture (Graphviz DOT) once it is wired.
+    pub dot: Option<PathBuf>,
 }
 
 impl Config {
@@ -211,6 +215,7 @@ impl Config {
             if_loaded: IfLoaded::Skip,
             interrupt: Arc::default(),
             counters: Arc::default(),
+            dot: None,
         }
     }
 }
@@ -575,6 +580,7 @@ pub fn load(config: Config) -> Result<Outcome, EtlError> {
             config.batch_size,
             config.batch_timeout,
             config.drain_deadline,
+            config.dot.as_deref(),
         )?;
         // A stage that failed, in pipeline order (the first is the cause).
         failure = r.stages.iter().find_map(|s| match &s.exit {
@@ -646,6 +652,7 @@ fn run_pipeline(
     batch_size: usize,
     batch_timeout: Duration,
     drain_deadline: Duration,
+    dot: Option<&Path>,
 ) -> Result<PipelineReport, EtlError> {
     let failed = |e: &dyn fmt::Display| EtlError::Failed(format!("starting the pipeline: {e}"));
     // The topology holds the source's demand until every stage is subscribed: a
@@ -700,6 +707,11 @@ fn run_pipeline(
     // Attached before demand flows: a signal that came while wiring drains the
     // pipeline before anything is read.
     interrupt.attach(topology.handle());
+    if let Some(path) = dot {
+        let picture = topology.handle().snapshot().to_dot();
+        std::fs::write(path, picture)
+            .map_err(|e| EtlError::Usage(format!("--dot {}: {e}", path.display())))?;
+    }
     let pipeline = topology.start().map_err(|e| failed(&e))?;
     // Wait on another thread, so that a database failure ends the run at once
     // instead of after the drain deadline (stages upstream of a dead writer wait).

@@ -44,6 +44,11 @@ Options:
   --slow-db-ms N         sleep N ms in each transaction (a slow database; default 0)
   --drain-deadline-s N   seconds a drain may take (default 30)
   --no-progress          no progress line on standard error
+  --metrics-addr ADDR    serve the stages' counters in Prometheus' text format at
+                         http://ADDR/metrics while the load runs (127.0.0.1:9898;
+                         port 0 picks one, printed on standard error)
+  --dot PATH             write the pipeline's picture (Graphviz DOT) to PATH once
+                         it is wired; `dot -Tsvg PATH` draws it
   -h, --help             this help
 
 Signals: SIGINT (Ctrl-C), SIGTERM and SIGHUP drain: reading stops, every line read is
@@ -62,6 +67,7 @@ struct Args {
     config: Config,
     sample: u64,
     progress: bool,
+    metrics_addr: Option<String>,
 }
 
 fn number(flag: &str, value: std::ffi::OsString, min: u64) -> Result<u64, String> {
@@ -95,6 +101,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     let mut config = Config::new(Vec::new(), "etl.db");
     let (mut sample, mut progress) = (1_000_000, std::io::stderr().is_terminal());
     let (mut append, mut replace) = (false, false);
+    let mut metrics_addr = None;
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         let v = |p: &mut lexopt::Parser| p.value().map_err(|e| e.to_string());
@@ -129,6 +136,10 @@ fn parse_args() -> Result<Option<Args>, String> {
                 }
             }
             Long("no-progress") => progress = false,
+            Long("metrics-addr") => {
+                metrics_addr = Some(v(&mut parser)?.to_string_lossy().into_owned())
+            }
+            Long("dot") => config.dot = Some(path("--dot", v(&mut parser)?)?),
             Short('h') | Long("help") => return Ok(None),
             Value(file) => config.inputs.push(InputSpec::Path(file.into())),
             other => return Err(other.unexpected().to_string()),
@@ -144,6 +155,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         config,
         sample,
         progress,
+        metrics_addr,
     }))
 }
 
@@ -242,6 +254,20 @@ fn summary(
     Ok(())
 }
 
+#[cfg(feature = "prometheus")]
+fn serve_metrics(addr: &str) -> Result<stageflow_etl::metrics::MetricsServer, String> {
+    let server = stageflow_etl::metrics::MetricsServer::start(addr)?;
+    eprintln!("serving metrics at http://{}/metrics", server.addr());
+    Ok(server)
+}
+
+#[cfg(not(feature = "prometheus"))]
+fn serve_metrics(addr: &str) -> Result<(), String> {
+    Err(format!(
+        "--metrics-addr {addr}: this etl was built without its `prometheus` feature"
+    ))
+}
+
 fn main() -> ExitCode {
     // Stages log through the `log` facade: show their warnings and errors on stderr
     // unless RUST_LOG says otherwise (env_logger alone would show only errors).
@@ -261,7 +287,16 @@ fn main() -> ExitCode {
         mut config,
         sample,
         progress: show_progress,
+        metrics_addr,
     } = args;
+    // Before any stage starts: stages register their counters when they start.
+    let _metrics = match metrics_addr.map(|addr| serve_metrics(&addr)).transpose() {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("etl: {e}\nRun etl --help for the options.");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     // Signals drain; a second one quits at once (safe: every commit is whole).
     let interrupt = config.interrupt.clone();
     let pressed = AtomicBool::new(false);

@@ -57,6 +57,8 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::batcher::Batch;
+
 /// Identifies one message for its [`Acknowledger`]. What the number means is the
 /// acknowledger's business: a sequence number, a broker's delivery tag, or a Redis
 /// stream entry id packed as `milliseconds << 64 | sequence`. An acknowledger whose
@@ -367,6 +369,35 @@ impl Acks {
             acks.failed(message, &error);
         }
         acks.send()
+    }
+}
+
+/// A batch of messages (from a [`Batcher`](super::Batcher)) is acknowledged in one
+/// line once the sink committed it: one [`Acknowledger::ack`] call per source.
+///
+/// ```
+/// use std::sync::Arc;
+/// use stageflow::pipeline::{Batch, InMemoryAcks, Message};
+/// let source = Arc::new(InMemoryAcks::new());
+/// let batch = Batch { key: (), events: (0..3).map(|i| Message::new(i, source.hand_out())).collect() };
+/// // ... the sink stores batch.events, commits, then:
+/// assert_eq!(batch.ack_successful(), 3);
+/// assert_eq!((source.acked(), source.in_flight().count()), (3, 0));
+///
+/// let failing = Batch { key: (), events: vec![Message::new(9, source.hand_out())] };
+/// failing.ack_failed("disk full");
+/// assert_eq!(source.failed()[0].error, "disk full");
+/// ```
+impl<T, K> Batch<Message<T>, K> {
+    /// Acknowledges every message of the batch as successful; returns how many had
+    /// an acknowledger.
+    pub fn ack_successful(&self) -> usize {
+        Acks::all_successful(&self.events)
+    }
+
+    /// Acknowledges every message of the batch as failed with `error`.
+    pub fn ack_failed(&self, error: impl fmt::Display) -> usize {
+        Acks::all_failed(&self.events, error)
     }
 }
 

@@ -8,9 +8,11 @@ use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use crate::error::{OptionsError, StartError};
+use crate::observe::Counter;
 use crate::stage::{
-    start_producer_consumer, CancelReason, Context, Demand, HandleInfo, Peer, ProducerConsumer,
-    ProducerConsumerOptions, Reason, Stage, StageRef, SubscriptionInfo, SubscriptionRef, Tag,
+    start_producer_consumer, CancelReason, Context, Demand, HandleInfo, Init, Peer,
+    ProducerConsumer, ProducerConsumerOptions, Reason, Stage, StageRef, SubscriptionInfo,
+    SubscriptionRef, Tag,
 };
 
 /// A batch of events that share a key (`()` for an unkeyed batcher).
@@ -137,6 +139,32 @@ pub struct Batcher<T, K = ()> {
     producers: HashSet<Tag>,
     /// The wake-up already requested, if any: one at a time.
     armed: Option<Instant>,
+    /// Published counters, registered in `init`.
+    counts: Option<FlushCounts>,
+}
+
+/// Batches emitted, by cause: published as the stage's counters `batches_by_size`,
+/// `batches_by_timeout` and `batches_flushed` (see [`crate::observe`]).
+struct FlushCounts {
+    by_size: Counter,
+    by_timeout: Counter,
+    flushed: Counter,
+}
+
+impl FlushCounts {
+    fn register<S: Stage>(ctx: &Context<'_, S>) -> Result<Self, OptionsError> {
+        Ok(FlushCounts {
+            by_size: ctx.counter("batches_by_size", "Batches emitted because they were full")?,
+            by_timeout: ctx.counter(
+                "batches_by_timeout",
+                "Batches emitted because their batch_timeout passed",
+            )?,
+            flushed: ctx.counter(
+                "batches_flushed",
+                "Partial batches emitted by a Flush or because every producer ended",
+            )?,
+        })
+    }
 }
 
 impl<T, K> fmt::Debug for Batcher<T, K> {
@@ -173,6 +201,7 @@ where
             pending: HashMap::new(),
             producers: HashSet::new(),
             armed: None,
+            counts: None,
         })
     }
 
@@ -194,6 +223,9 @@ where
     }
 
     fn flush_all(&mut self, ctx: &mut Context<'_, Self>) {
+        if let Some(c) = &self.counts {
+            c.flushed.add(self.pending.len() as u64);
+        }
         for (key, p) in self.pending.drain() {
             ctx.emit(Batch {
                 key,
@@ -224,6 +256,16 @@ where
 {
     type In = T;
     type Out = Batch<T, K>;
+
+    fn init(&mut self, ctx: &mut Context<'_, Self>) -> Init {
+        match FlushCounts::register(ctx) {
+            Ok(counts) => {
+                self.counts = Some(counts);
+                Init::Ok
+            }
+            Err(e) => Init::Stop(Reason::custom(e.message())),
+        }
+    }
 
     fn handle_subscribe(
         &mut self,
@@ -266,6 +308,7 @@ where
         let size = self.options.batch_size;
         let timeout = self.options.batch_timeout;
         let mut now = None;
+        let mut full = 0;
         for event in events {
             let key = (self.key)(&event);
             let pending = match self.pending.get_mut(&key) {
@@ -281,7 +324,11 @@ where
             pending.events.push(event);
             if pending.events.len() >= size {
                 self.emit(key, ctx);
+                full += 1;
             }
+        }
+        if let Some(c) = &self.counts {
+            c.by_size.add(full);
         }
         self.arm(ctx);
     }
@@ -304,6 +351,9 @@ where
             .filter(|(_, p)| p.deadline <= now)
             .map(|(k, _)| k.clone())
             .collect();
+        if let Some(c) = &self.counts {
+            c.by_timeout.add(due.len() as u64);
+        }
         for key in due {
             self.emit(key, ctx);
         }

@@ -11,6 +11,11 @@
 //! A deadline bounds the drain: stages still running then are stopped with
 //! [`Reason::Shutdown`] and reported with the counters they had, so what was still in
 //! flight is visible.
+//!
+//! Sources whose messages are acknowledged ([`Message`](super::Message)) register
+//! their [`Acknowledger`] with [`Pipeline::acknowledger`]: once the stages are done,
+//! the drain also waits (within the same deadline) for the acknowledgements still in
+//! flight, and the report says, per source, how many stayed unacknowledged.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,7 +24,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Sender};
 use parking_lot::Mutex;
 
+use crate::observe::TopologySnapshot;
+use crate::stage::handle::Shared;
+use crate::stage::snapshot::{clock, stage_snapshot};
 use crate::stage::{HandleInfo, Kind, Reason, Stage, StageMetrics, StageRef};
+
+use super::ack::Acknowledger;
 
 /// The message that asks a source to stop taking new input: it delivers what it
 /// already took, then stops with [`Reason::Normal`]. Sources of this crate
@@ -42,6 +52,7 @@ trait Member: Send + Sync {
     fn join_timeout(&self, timeout: Duration) -> Option<Reason>;
     fn watch_exit(&self, watcher: Sender<()>);
     fn stop_in_background(&self, reason: Reason);
+    fn shared(&self) -> &Shared;
 }
 
 impl<S: Stage> Member for StageRef<S> {
@@ -62,6 +73,9 @@ impl<S: Stage> Member for StageRef<S> {
     }
     fn watch_exit(&self, watcher: Sender<()>) {
         StageRef::watch_exit(self, watcher)
+    }
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
     fn stop_in_background(&self, reason: Reason) {
         // `stop` waits for the exit; the pipeline stops all late stages at once and
@@ -89,6 +103,8 @@ struct Inner {
     /// Waiting pipelines, woken by a drain request (stages wake them on exit).
     waiters: Mutex<Vec<Sender<()>>>,
     stop_grace: Mutex<Duration>,
+    /// The sources' acknowledgers, by name, for the drain to wait on.
+    acknowledgers: Mutex<Vec<(String, Arc<dyn Acknowledger>)>>,
 }
 
 impl Inner {
@@ -161,6 +177,7 @@ impl Pipeline {
                 drain_requested: Mutex::new(None),
                 waiters: Mutex::new(Vec::new()),
                 stop_grace: Mutex::new(STOP_GRACE),
+                acknowledgers: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -210,6 +227,37 @@ impl Pipeline {
             stage: Box::new(stage.clone()),
             halt: None,
         })
+    }
+
+    /// Registers the acknowledger of a source's messages under `name` (the source's,
+    /// say). When the stages are done, [`wait`](Self::wait) waits for its in-flight
+    /// count ([`Acknowledger::in_flight`]) to reach zero, within the drain deadline
+    /// when a drain was requested (not at all otherwise: every stage ended, nothing
+    /// is left to acknowledge), and the report's [`acks`](PipelineReport::acks) say
+    /// what stayed unacknowledged.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stageflow::pipeline::{AckingSource, DeadLetters, Message};
+    /// use stageflow::prelude::*;
+    ///
+    /// let source = AckingSource::new(0..10u32, DeadLetters::from_fn(|_| {}));
+    /// let acker = source.acknowledger();
+    /// let mut topology = Topology::new();
+    /// let source = topology.source(source, ProducerOptions::new().name("numbers"))?;
+    /// let out = topology.stream(&source, SubscribeOptions::new())?;
+    /// let pipeline = topology.start()?.acknowledger("numbers", acker);
+    /// // A sink that forgets to acknowledge:
+    /// let taken: Vec<Message<u32>> = out.take(10).collect::<Result<_, _>>()?;
+    /// let report = pipeline.drain(Duration::from_millis(50));
+    /// assert_eq!(report.ack("numbers").unwrap().unacked, Some(10));
+    /// assert!(!report.is_complete());
+    /// # drop(taken);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acknowledger(self, name: impl Into<String>, acker: Arc<dyn Acknowledger>) -> Self {
+        self.inner.acknowledgers.lock().push((name.into(), acker));
+        self
     }
 
     /// A handle to request a drain from elsewhere (a Ctrl-C handler) and to read the
@@ -314,7 +362,17 @@ impl Pipeline {
                 }
             }
         }
-        let drained = inner.drain_requested.lock().is_some();
+        let requested = *inner.drain_requested.lock();
+        let drained = requested.is_some();
+        let acks_until = requested.map_or_else(Instant::now, |at| at + drain_deadline);
+        let acknowledgers = inner.acknowledgers.lock().clone();
+        let acks = acknowledgers
+            .iter()
+            .map(|(name, acker)| AckReport {
+                name: name.clone(),
+                unacked: acker.in_flight().map(|f| f.wait_until_zero(acks_until)),
+            })
+            .collect();
         let stages = entries
             .iter()
             .enumerate()
@@ -336,6 +394,7 @@ impl Pipeline {
             stages,
             drained,
             deadline_hit,
+            acks,
             elapsed: started.elapsed(),
         }
     }
@@ -400,6 +459,42 @@ impl PipelineHandle {
         self.inner.drain_requested.lock().is_some()
     }
 
+    /// Every stage of the pipeline and every subscription they serve, with all
+    /// their counters, taken now in one call (see [`crate::observe`]). Works before
+    /// the topology is started, while it runs and after it ended.
+    ///
+    /// ```
+    /// use stageflow::prelude::*;
+    ///
+    /// let mut topology = Topology::new();
+    /// let numbers = topology.from_iter(0..5u64, FromIterOptions::new().name("numbers"))?;
+    /// let out = topology.stream(&numbers, SubscribeOptions::new().max_demand(10))?;
+    /// let handle = topology.handle();
+    /// let before = handle.snapshot();
+    /// assert_eq!(before.stages[0].dispatcher.as_deref(), Some("DemandDispatcher"));
+    /// assert_eq!(before.subscriptions[0].max_demand, 10);
+    /// topology.start()?;
+    /// assert_eq!(out.count(), 5);
+    /// let after = handle.snapshot();
+    /// assert_eq!(after.stage("numbers").unwrap().metrics.events_out, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn snapshot(&self) -> TopologySnapshot {
+        let at = clock();
+        let mut stages = Vec::new();
+        let mut subscriptions = Vec::new();
+        for entry in self.inner.stages() {
+            let (stage, subs) = stage_snapshot(entry.stage.shared());
+            stages.push(stage);
+            subscriptions.extend(subs);
+        }
+        TopologySnapshot {
+            at,
+            stages,
+            subscriptions,
+        }
+    }
+
     /// Every stage's status, in pipeline order.
     pub fn status(&self) -> Vec<StageStatus> {
         self.inner
@@ -438,6 +533,16 @@ pub struct StageReport {
     pub stopped_at_deadline: bool,
 }
 
+/// What stayed unacknowledged of one source's messages when the pipeline ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AckReport {
+    /// The name it was registered under.
+    pub name: String,
+    /// Messages in flight at the end (handed out, neither acknowledged nor failed);
+    /// `None` if the acknowledger keeps no count.
+    pub unacked: Option<u64>,
+}
+
 /// What every stage of a pipeline did, in pipeline order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PipelineReport {
@@ -447,18 +552,28 @@ pub struct PipelineReport {
     pub drained: bool,
     /// Whether the drain deadline passed with stages still running.
     pub deadline_hit: bool,
+    /// Per registered acknowledger ([`Pipeline::acknowledger`]), what stayed
+    /// unacknowledged.
+    pub acks: Vec<AckReport>,
     /// How long the pipeline was waited for.
     pub elapsed: Duration,
 }
 
 impl PipelineReport {
-    /// True when every stage exited with a normal reason before any deadline.
+    /// True when every stage exited with a normal reason before any deadline, and
+    /// no registered acknowledger has messages left unacknowledged.
     pub fn is_complete(&self) -> bool {
         !self.deadline_hit
             && self
                 .stages
                 .iter()
                 .all(|s| s.exit.as_ref().is_some_and(Reason::is_normal))
+            && self.acks.iter().all(|a| a.unacked.unwrap_or(0) == 0)
+    }
+
+    /// The acknowledgement report of the source registered as `name`.
+    pub fn ack(&self, name: &str) -> Option<&AckReport> {
+        self.acks.iter().find(|a| a.name == name)
     }
 
     /// The report of the stage named `name`.
@@ -489,6 +604,13 @@ impl fmt::Display for PipelineReport {
                 "{:<20} {:>12} {:>12} {:>9}  {exit}{late}",
                 s.name, s.events_in, s.events_out, s.buffered
             )?;
+        }
+        for a in &self.acks {
+            match a.unacked {
+                Some(0) => writeln!(f, "acks of {}: all acknowledged", a.name)?,
+                Some(n) => writeln!(f, "acks of {}: {n} unacknowledged", a.name)?,
+                None => writeln!(f, "acks of {}: not counted", a.name)?,
+            }
         }
         Ok(())
     }

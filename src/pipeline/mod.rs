@@ -3,7 +3,8 @@
 //! ([`RateLimiter`]), retry failures and keep what still fails ([`RetryPolicy`],
 //! [`RetrySource`], [`DeadLetters`]), shut down gracefully ([`Pipeline`]) and show
 //! progress ([`Progress`]), and tell a source when its messages are done
-//! ([`Message`], [`Acks`]).
+//! ([`Message`], [`Acks`], [`Batch::ack_successful`], an in-memory [`AckingSource`],
+//! and [`Pipeline::acknowledger`] for a drain that waits for acknowledgements).
 //!
 //! Wire them with a [`Topology`](crate::Topology): it starts every stage, makes every
 //! subscription and only then lets demand reach the sources, so that a short or empty
@@ -35,6 +36,7 @@
 //! (a polite HTTP client) put them together.
 
 mod ack;
+mod acking;
 mod batcher;
 mod drain;
 mod lines;
@@ -43,8 +45,11 @@ mod rate_limit;
 mod retry;
 
 pub use ack::{AckId, AckRef, Acknowledger, Acks, Failure, InFlight, InMemoryAcks, Message};
+pub use acking::{AckingCounts, AckingFinished, AckingSource, AckingStats, AcksArrived};
 pub use batcher::{Batch, BatchTimeout, Batcher, BatcherOptions, Flush, ProducersEnded};
-pub use drain::{Halt, Pipeline, PipelineHandle, PipelineReport, StageReport, StageStatus};
+pub use drain::{
+    AckReport, Halt, Pipeline, PipelineHandle, PipelineReport, StageReport, StageStatus,
+};
 pub use lines::{Line, LineError, LineEvent, LineSource, LinesExhausted};
 pub use progress::{Progress, ProgressReport, StageProgress};
 pub use rate_limit::{NextDue, RateLimit, RateLimiter, Tick, Ticks};

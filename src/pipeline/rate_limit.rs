@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{OptionsError, StartError};
+use crate::observe::Counter;
 use crate::stage::{
     start_producer_consumer, CancelReason, Context, Demand, HandleCast, HandleInfo, Init, Peer,
     ProducerConsumer, ProducerConsumerOptions, Reason, Stage, StageRef, SubscriptionInfo,
@@ -293,6 +294,8 @@ pub struct RateLimiter<T> {
     change: Option<RateLimit>,
     /// The wake-up the timer has been asked for.
     armed: Option<u128>,
+    /// Published as the stage's counter `rate_limited`, registered in `init`.
+    waits: Option<Counter>,
     _events: std::marker::PhantomData<fn(T) -> T>,
 }
 
@@ -322,6 +325,7 @@ impl<T: Send + 'static> RateLimiter<T> {
             asked: None,
             change: None,
             armed: None,
+            waits: None,
             _events: std::marker::PhantomData,
         }
     }
@@ -366,6 +370,9 @@ impl<T: Send + 'static> RateLimiter<T> {
         }
         let now = self.now();
         if !self.gcra.admits(now) {
+            if let Some(waits) = &self.waits {
+                waits.add(1);
+            }
             self.arm(self.gcra.earliest(), ctx);
             return;
         }
@@ -406,8 +413,15 @@ impl<T: Send + 'static> Stage for RateLimiter<T> {
     type In = T;
     type Out = T;
 
-    fn init(&mut self, _: &mut Context<'_, Self>) -> Init {
+    fn init(&mut self, ctx: &mut Context<'_, Self>) -> Init {
         self.now(); // the origin
+        match ctx.counter(
+            "rate_limited",
+            "Times the limiter held an ask back because the rate did not allow it yet",
+        ) {
+            Ok(c) => self.waits = Some(c),
+            Err(e) => return Init::Stop(Reason::custom(e.message())),
+        }
         Init::Ok
     }
 

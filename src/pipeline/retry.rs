@@ -23,11 +23,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::error::{OptionsError, StartError};
+use crate::observe::Counter;
 use crate::stage::{
-    start_producer, Context, HandleCast, HandleInfo, Never, Producer, ProducerOptions, Reason,
-    Stage, StageRef,
+    start_producer, Context, HandleCast, HandleInfo, Init, Never, Producer, ProducerOptions,
+    Reason, Stage, StageRef,
 };
 
+use super::ack::{Acks, Message};
 use super::drain::Halt;
 
 /// Why a policy stopped retrying an event.
@@ -313,6 +315,76 @@ impl<T: Send + 'static, E: Send + 'static> DeadLetters<T, E> {
     }
 }
 
+/// Dead letters of [`Message`]s acknowledge their message as failed, so that its
+/// source decides what happens next (a broker redelivers it or moves it to its own
+/// dead-letter queue). The failure's text is the last error, with the attempts and
+/// why the policy gave up: `"timeout (gave up after 3 attempts: attempts exhausted)"`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use stageflow::pipeline::{DeadLetter, DeadLetters, GiveUp, InMemoryAcks, Message};
+/// let source = Arc::new(InMemoryAcks::new());
+/// let letter = |i| DeadLetter {
+///     event: Message::new(i, source.hand_out()),
+///     error: "timeout",
+///     attempts: 3,
+///     reason: GiveUp::AttemptsExhausted,
+/// };
+/// // Only acknowledge:
+/// let mut dead = DeadLetters::ack_failed();
+/// dead.send(letter(1)).unwrap();
+/// assert_eq!(source.failed()[0].error, "timeout (gave up after 3 attempts: attempts exhausted)");
+///
+/// // Keep the letter (here in a channel), then acknowledge; a destination that is gone
+/// // hands the letter back and acknowledges nothing.
+/// let (tx, rx) = crossbeam_channel::unbounded();
+/// let mut dead = DeadLetters::channel(tx).then_ack_failed();
+/// dead.send(letter(2)).unwrap();
+/// assert_eq!((rx.recv().unwrap().event.data, source.failed().len()), (2, 2));
+/// drop(rx);
+/// assert!(dead.send(letter(3)).is_err());
+/// assert_eq!((source.failed().len(), source.in_flight().count()), (2, 1));
+/// ```
+impl<T: Send + 'static, E: fmt::Display + Send + 'static> DeadLetters<Message<T>, E> {
+    /// Acknowledges each letter's message as failed, and keeps nothing else.
+    pub fn ack_failed() -> Self {
+        DeadLetters::from_fn(|letter| {
+            let error = failure_text(&letter);
+            let mut acks = Acks::new();
+            acks.failed(&letter.event, error);
+            acks.send();
+        })
+    }
+
+    /// Delivers each letter here first, then acknowledges its message as failed; a
+    /// letter handed back (the destination is gone) is not acknowledged.
+    pub fn then_ack_failed(mut self) -> Self {
+        DeadLetters {
+            send: Box::new(move |letter| {
+                let ack = letter.event.ack_ref().cloned();
+                let error = failure_text(&letter);
+                (self.send)(letter)?;
+                if let Some(ack) = ack {
+                    let mut acks = Acks::new();
+                    acks.failed_ref(&ack, error);
+                    acks.send();
+                }
+                Ok(())
+            }),
+        }
+    }
+}
+
+fn failure_text<T, E: fmt::Display>(letter: &DeadLetter<T, E>) -> String {
+    format!(
+        "{} (gave up after {} attempt{}: {})",
+        letter.error,
+        letter.attempts,
+        if letter.attempts == 1 { "" } else { "s" },
+        letter.reason
+    )
+}
+
 /// One attempt at processing an event: attempt `number` (1 for the first).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attempt<T> {
@@ -501,6 +573,9 @@ pub struct RetrySource<I: Iterator, E> {
     armed: Option<Instant>,
     finishing: bool,
     stats: RetryStats,
+    /// Published as the stage's counters `retries` and `dead_letters`, registered
+    /// in `init`.
+    published: Option<(Counter, Counter)>,
 }
 
 impl<I: Iterator, E> fmt::Debug for RetrySource<I, E> {
@@ -536,6 +611,7 @@ where
             armed: None,
             finishing: false,
             stats: RetryStats::default(),
+            published: None,
         }
     }
 
@@ -605,6 +681,9 @@ where
             .inner
             .retries
             .fetch_add(retries, Ordering::Relaxed);
+        if let (Some((published, _)), true) = (&self.published, retries > 0) {
+            published.add(retries);
+        }
         if self.demand > 0 {
             if let Some(next) = self.due.peek().map(|d| d.at) {
                 if self.armed.map_or(true, |at| next < at) {
@@ -640,6 +719,7 @@ where
                 self.serve(ctx);
             }
             RetryDecision::GiveUp(reason) => {
+                crate::stage::trace::dead_lettered(attempt.number, &reason);
                 let letter = DeadLetter {
                     event: attempt.event,
                     error,
@@ -657,6 +737,9 @@ where
                     .inner
                     .dead_lettered
                     .fetch_add(1, Ordering::Relaxed);
+                if let Some((_, dead)) = &self.published {
+                    dead.add(1);
+                }
                 self.check_end(ctx);
             }
         }
@@ -680,6 +763,22 @@ where
 {
     type In = Never;
     type Out = Attempt<I::Item>;
+
+    fn init(&mut self, ctx: &mut Context<'_, Self>) -> Init {
+        let published = ctx
+            .counter("retries", "Attempts emitted again after a failure")
+            .and_then(|r| {
+                let d = ctx.counter("dead_letters", "Events given up on and dead-lettered")?;
+                Ok((r, d))
+            });
+        match published {
+            Ok(p) => {
+                self.published = Some(p);
+                Init::Ok
+            }
+            Err(e) => Init::Stop(Reason::custom(e.message())),
+        }
+    }
 }
 
 impl<I, E> Producer for RetrySource<I, E>

@@ -2,8 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::error::OptionsError;
+
 use super::handle::StageRef;
 use super::log::{Level, LogSink};
+use super::metrics::{Counter, Gauge};
 use super::reason::Reason;
 use super::runtime::Timers;
 use super::{HandleInfo, Stage};
@@ -132,6 +135,20 @@ impl<S: Stage> Context<'_, S> {
     /// Writes a line to the stage's log sink.
     pub fn log(&self, level: Level, message: impl Into<String>) {
         self.log.log(level, message);
+    }
+
+    /// The counter `name` this stage publishes beside the runtime's own (see
+    /// [`Counter`], which has an example): registered now if it is new. Fails with
+    /// an error naming `name` if it is not a valid metric name or is already a gauge
+    /// of this stage.
+    pub fn counter(&self, name: &str, help: &str) -> Result<Counter, OptionsError> {
+        self.me.counter(name, help)
+    }
+
+    /// The gauge `name` this stage publishes ([`Gauge`]); see
+    /// [`counter`](Self::counter).
+    pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge, OptionsError> {
+        self.me.gauge(name, help)
     }
 }
 

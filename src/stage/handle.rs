@@ -1,142 +1,23 @@
 //! Typed handles to running stages: subscribe, call, cast, info, stop, join.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
-use parking_lot::{Condvar, Mutex};
 
-use crate::error::{CallError, NotAlive, Operation, SendError, SubscribeError};
+use crate::error::{CallError, Operation, OptionsError, SendError, SubscribeError};
 
 use super::mailbox::{Deliver, Mail, Mailbox, Upstream};
+use super::metrics::{Counter, Gauge, StageMetrics};
 use super::reason::{Reason, Tag};
 use super::runtime::{OnDeadProducer, Runtime};
+pub(crate) use super::shared::Shared;
 use super::subscription::SubscribeOptions;
 use super::{DemandMode, HandleCall, HandleCast, HandleInfo, Kind, Stage};
 
 /// GenStage's default timeout of synchronous requests.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// State of a stage shared by its thread and all its handles.
-pub(crate) struct Shared {
-    pub(crate) id: u64,
-    pub(crate) name: Arc<str>,
-    pub(crate) kind: Kind,
-    exit: Mutex<Option<Reason>>,
-    exited: Condvar,
-    pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
-    pub(crate) thread_id: Mutex<Option<ThreadId>>,
-    pub(crate) metrics: Counters,
-    /// Told once when the stage exits (a pipeline waiting for any of its stages).
-    exit_watchers: Mutex<Vec<Sender<()>>>,
-}
-
-/// Counters updated once per batch by the stage's thread.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) events_in: AtomicU64,
-    pub(crate) events_out: AtomicU64,
-    pub(crate) discarded: AtomicU64,
-    pub(crate) buffered: AtomicU64,
-    /// Shared with the stage's dispatcher ([`StallCounter`](super::dispatcher::StallCounter)).
-    pub(crate) stalls: Arc<AtomicU64>,
-}
-
-impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
-impl Shared {
-    pub(crate) fn new(id: u64, name: Arc<str>, kind: Kind) -> Self {
-        Shared {
-            id,
-            name,
-            kind,
-            exit: Mutex::new(None),
-            exited: Condvar::new(),
-            thread: Mutex::new(None),
-            thread_id: Mutex::new(None),
-            metrics: Counters::default(),
-            exit_watchers: Mutex::new(Vec::new()),
-        }
-    }
-
-    pub(crate) fn set_exit(&self, reason: Reason) {
-        let mut exit = self.exit.lock();
-        if exit.is_none() {
-            *exit = Some(reason);
-        }
-        self.exited.notify_all();
-        let watchers = std::mem::take(&mut *self.exit_watchers.lock());
-        drop(exit);
-        for watcher in watchers {
-            let _ = watcher.send(());
-        }
-    }
-
-    /// Sends `()` on `watcher` when the stage exits (at once if it has).
-    pub(crate) fn watch_exit(&self, watcher: Sender<()>) {
-        // Under the exit lock, so that an exit cannot slip between check and push.
-        let exit = self.exit.lock();
-        if exit.is_some() {
-            let _ = watcher.send(());
-        } else {
-            self.exit_watchers.lock().push(watcher);
-        }
-    }
-
-    pub(crate) fn exit_reason(&self) -> Option<Reason> {
-        self.exit.lock().clone()
-    }
-
-    /// The error for `operation` on this stage, found not alive.
-    pub(crate) fn not_alive(&self, operation: Operation) -> NotAlive {
-        NotAlive {
-            stage: self.name.clone(),
-            kind: self.kind,
-            id: self.id,
-            operation,
-            exit: self.exit_reason(),
-        }
-    }
-
-    fn wait_exit(&self, deadline: Option<Instant>) -> Option<Reason> {
-        let mut exit = self.exit.lock();
-        while exit.is_none() {
-            match deadline {
-                None => self.exited.wait(&mut exit),
-                Some(d) => {
-                    if self.exited.wait_until(&mut exit, d).timed_out() {
-                        break;
-                    }
-                }
-            }
-        }
-        exit.clone()
-    }
-}
-
-/// A snapshot of a stage's counters.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct StageMetrics {
-    /// Events received from producers.
-    pub events_in: u64,
-    /// Events delivered to consumers.
-    pub events_out: u64,
-    /// Events dropped from the output buffer (its `buffer_keep` policy).
-    pub discarded: u64,
-    /// Events in the output buffer at the last change.
-    pub buffered: u64,
-    /// Times the stage's dispatcher stopped asking for events because one of its
-    /// consumers is missing: a [`PartitionDispatcher`](super::dispatcher::PartitionDispatcher)
-    /// partition without a consumer whose queue is full (each is also logged once).
-    pub stalls: u64,
-}
 
 /// A handle to a running stage of type `S`. Cheap to clone; every clone addresses the
 /// same stage. Requests to a stage that has exited fail at once with
@@ -296,16 +177,22 @@ impl<S: Stage> StageRef<S> {
         self.shared.exit_reason()
     }
 
-    /// Counters of events in, out, discarded and buffered.
+    /// The stage's counters now ([`StageMetrics`]).
     pub fn metrics(&self) -> StageMetrics {
-        let m = &self.shared.metrics;
-        StageMetrics {
-            events_in: m.events_in.load(Ordering::Relaxed),
-            events_out: m.events_out.load(Ordering::Relaxed),
-            discarded: m.discarded.load(Ordering::Relaxed),
-            buffered: m.buffered.load(Ordering::Relaxed),
-            stalls: m.stalls.load(Ordering::Relaxed),
-        }
+        self.shared.metrics.snapshot()
+    }
+
+    /// The counter `name` this stage publishes ([`Counter`]), registered now if it
+    /// is new. Fails with an error naming `name` if it is not a valid metric name or
+    /// is already a gauge of this stage.
+    pub fn counter(&self, name: &str, help: &str) -> Result<Counter, OptionsError> {
+        self.shared.metrics.counter(name, help)
+    }
+
+    /// The gauge `name` this stage publishes ([`Gauge`]), registered now if it is
+    /// new. Fails like [`counter`](Self::counter).
+    pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge, OptionsError> {
+        self.shared.metrics.gauge(name, help)
     }
 
     /// Sends `()` on `watcher` when the stage exits (at once if it has).

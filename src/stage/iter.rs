@@ -384,11 +384,17 @@ impl<T: Send + 'static> StageStream<T> {
                     demand: DemandState::new(max, min),
                 },
             );
+            let info = opts.info(tag).expect("validated in subscribe");
+            // Known to snapshots of the topology from now on, before the producer
+            // could end it (it ends it in its log).
+            let log = &source.shared.subscriptions;
+            log.subscribed(source.id, self.id, &info);
             if let Err(mut msg) = self.inbox.subscribe(self.id, &source, tag, opts) {
                 // The producer has already exited. One that ran out normally has
                 // nothing more to give: the subscription just ends (GenStage would
                 // exit with `noproc`). Any other exit is reported with its reason.
                 msg.guard.defuse();
+                log.forget(tag);
                 let sub = self.subs.remove(&tag).expect("inserted above");
                 let reason = source.exit_reason().unwrap_or(Reason::NoProc);
                 if !reason.is_normal() && sub.cancel.stops_on(&reason) && self.error.is_none() {

@@ -31,28 +31,36 @@
 
 mod buffer;
 mod context;
+mod diagram;
 pub mod dispatcher;
-mod handle;
+pub(crate) mod handle;
 mod iter;
 pub mod log;
 pub(crate) mod mailbox;
+pub(crate) mod metrics;
 mod options;
 pub mod raw;
 pub(crate) mod reason;
 pub(crate) mod runtime;
+mod shared;
+pub(crate) mod snapshot;
 mod subscription;
 mod supervisor;
 mod topology;
+pub(crate) mod trace;
 
 pub use buffer::{BufferKeep, BufferSize};
 pub use context::{Context, TimerRef};
-pub use handle::{ReplyTo, Source, SourceRef, StageMetrics, StageRef};
+pub use diagram::DiagramOptions;
+pub use handle::{ReplyTo, Source, SourceRef, StageRef};
 pub use iter::{
     from_iter, stream, FromIterOptions, IterProducer, OnCancel, StageStream, StreamError,
 };
 pub use mailbox::SpinPolicy;
+pub use metrics::{Counter, Gauge, MetricValue, NamedMetric, StageMetrics};
 pub use options::{ConsumerOptions, ProducerConsumerOptions, ProducerOptions};
 pub use reason::{CancelReason, Kind, Reason, Tag};
+pub use snapshot::{StageSnapshot, SubscriptionSnapshot, TopologySnapshot};
 pub use subscription::{
     CancelMode, Demand, PartitionKey, Selector, SubscribeOptions, SubscriptionInfo, SubscriptionRef,
 };

@@ -6,6 +6,7 @@ use super::buffer::{BufferKeep, BufferSize};
 use super::dispatcher::Dispatcher;
 use super::handle::{Source, SourceRef};
 use super::log::LogSink;
+use super::snapshot::short_type_name;
 use super::subscription::SubscribeOptions;
 use super::DemandMode;
 
@@ -17,6 +18,8 @@ pub(crate) struct Spec<I, O> {
     pub(crate) buffer_keep: BufferKeep,
     pub(crate) demand: DemandMode,
     pub(crate) dispatcher: Option<Box<dyn Dispatcher<O>>>,
+    /// The dispatcher's type, for snapshots of the topology.
+    pub(crate) dispatcher_name: Option<&'static str>,
     pub(crate) subscribe_to: Vec<(SourceRef<I>, SubscribeOptions<I>)>,
 }
 
@@ -43,6 +46,7 @@ impl<I, O> Default for Spec<I, O> {
             buffer_keep: BufferKeep::default(),
             demand: DemandMode::Forward,
             dispatcher: None,
+            dispatcher_name: None,
             subscribe_to: Vec::new(),
         }
     }
@@ -82,8 +86,9 @@ macro_rules! setters {
             self
         }
         /// The dispatcher (default [`DemandDispatcher`](super::dispatcher::DemandDispatcher)).
-        pub fn dispatcher(mut self, d: impl Dispatcher<$out>) -> Self {
+        pub fn dispatcher<D: Dispatcher<$out>>(mut self, d: D) -> Self {
             self.spec.dispatcher = Some(Box::new(d));
+            self.spec.dispatcher_name = Some(short_type_name(std::any::type_name::<D>()));
             self
         }
     };

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 /// The kind of a running stage.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Kind {
     /// Emits events from `handle_demand`.
     Producer,

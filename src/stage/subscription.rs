@@ -13,6 +13,7 @@ use crate::stage::reason::{Reason, Tag};
 /// assert_eq!(stageflow::CancelMode::default(), stageflow::CancelMode::Permanent);
 /// ```
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CancelMode {
     /// The consumer stops with the subscription's reason, whatever it is (the default).
     /// The one exception is [`Reason::AlreadySubscribed`], which never stops a consumer.

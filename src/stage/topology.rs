@@ -326,6 +326,38 @@ impl Topology {
         self.pipeline(|p| p.stage(stage));
     }
 
+    /// Registers the acknowledger of a source's messages with the pipeline, so that
+    /// its drain waits for them and reports what stayed unacknowledged (see
+    /// [`Pipeline::acknowledger`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stageflow::pipeline::{AckingSource, Acks, DeadLetters, Message};
+    /// use stageflow::prelude::*;
+    ///
+    /// let source = AckingSource::new(0..10u32, DeadLetters::from_fn(|_| {}));
+    /// let mut topology = Topology::new();
+    /// topology.acknowledger("numbers", source.acknowledger());
+    /// let source = topology.source(source, ProducerOptions::new().name("numbers"))?;
+    /// let out = topology.stream(&source, SubscribeOptions::new())?;
+    /// let pipeline = topology.start()?;
+    /// for message in out {
+    ///     Acks::all_successful([&message?]);
+    /// }
+    /// let report = pipeline.wait(Duration::from_secs(10));
+    /// assert!(report.is_complete(), "{report}");
+    /// assert_eq!(report.ack("numbers").unwrap().unacked, Some(0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acknowledger(
+        &mut self,
+        name: impl Into<String>,
+        acker: std::sync::Arc<dyn crate::pipeline::Acknowledger>,
+    ) {
+        let name = name.into();
+        self.pipeline(|p| p.acknowledger(name, acker));
+    }
+
     /// A handle on the pipeline that [`start`](Self::start) will return, usable before
     /// it: a Ctrl-C handler installed while the topology is wired can drain it. A
     /// drain requested before `start` halts the sources before they produce anything,

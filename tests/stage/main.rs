@@ -30,6 +30,7 @@ mod gen_stage_message_errors;
 mod gen_stage_stream;
 mod gen_stage_subscribe;
 mod normal_end_delivers_buffered;
+mod observe;
 mod partition_dispatcher;
 mod stress_topologies;
 mod topology_start;

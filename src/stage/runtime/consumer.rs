@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::SubscribeError;
 
-use super::super::handle::{Counters, SourceRef};
+use super::super::handle::SourceRef;
 use super::super::log::Level;
 use super::super::mailbox::{DownGuard, Mailbox, SubscribeMsg};
 use super::super::reason::{CancelReason, Reason, Tag};
@@ -72,7 +72,12 @@ impl<S: Stage> Runtime<S> {
                 cancelled: false,
             },
         );
+        // Known to snapshots of the topology from now on, before the producer could
+        // end it (it ends it in its log): a topology is drawn whole once wired.
+        let log = &producer.shared.subscriptions;
+        log.subscribed(producer.id, self.me.shared.id, &info);
         if let Err(mut msg) = producer.upstream.subscribe(msg) {
+            log.forget(tag);
             if let OnDeadProducer::Error(operation) = on_dead {
                 msg.guard.defuse();
                 self.producers.remove(&tag);
@@ -98,10 +103,12 @@ impl<S: Stage> Runtime<S> {
                 if let Some(entry) = self.producers.get_mut(&tag) {
                     entry.demand = Some(DemandState::new(info.max_demand, info.min_demand));
                 }
+                self.me.shared.metrics.demand_requested(info.max_demand);
                 from.producer.ask(tag, info.max_demand);
             }
             Some(Ok(Demand::Manual)) => {}
         }
+        super::super::trace::subscribed("producer", tag.id(), info.max_demand, info.min_demand);
         self.dispatch_out();
         Ok(tag)
     }
@@ -110,7 +117,7 @@ impl<S: Stage> Runtime<S> {
         if events.is_empty() {
             return;
         }
-        Counters::add(&self.me.shared.metrics.events_in, events.len());
+        self.me.shared.metrics.events_in(events.len());
         match self.kind {
             Kind::Consumer => self.consume(tag, events),
             Kind::ProducerConsumer => {
@@ -139,6 +146,8 @@ impl<S: Stage> Runtime<S> {
         let handle_events = self.cb.handle_events;
         let Some(mut state) = entry.demand.clone() else {
             // Manual demand: one batch per message, no accounting.
+            self.me.shared.metrics.batch();
+            let _span = super::super::trace::batch("handle_events", events.len());
             self.invoke(|s, ctx| handle_events(s, events, &from, ctx));
             self.dispatch_out();
             return;
@@ -159,9 +168,14 @@ impl<S: Stage> Runtime<S> {
                 let rest = events.split_off(plan.len);
                 std::mem::replace(&mut events, rest)
             };
-            self.invoke(|s, ctx| handle_events(s, batch, &from, ctx));
-            self.dispatch_out();
+            self.me.shared.metrics.batch();
+            {
+                let _span = super::super::trace::batch("handle_events", batch.len());
+                self.invoke(|s, ctx| handle_events(s, batch, &from, ctx));
+                self.dispatch_out();
+            }
             if plan.ask > 0 && !cancelled && !self.stopped() {
+                self.me.shared.metrics.demand_requested(plan.ask);
                 from.producer.ask(tag, plan.ask);
             }
             if self.stopped() || events.is_empty() {
@@ -192,6 +206,7 @@ impl<S: Stage> Runtime<S> {
 
     pub(super) fn invoke_cancel(&mut self, entry: ProducerEntry, reason: CancelReason) {
         let r = reason.reason().clone();
+        super::super::trace::cancelled("producer", entry.from.tag.id(), &r);
         self.invoke(|s, ctx| s.handle_cancel(reason, &entry.from, ctx));
         self.dispatch_out();
         if !self.stopped() && entry.cancel.stops_on(&r) {

@@ -36,6 +36,7 @@ use super::dispatcher::{DemandDispatcher, Dispatcher};
 use super::handle::{ReplyTo, Shared, SourceRef, StageRef};
 use super::log::{Level, LogSink};
 use super::mailbox::{DispatcherOwner, Mail, MailQueue, Mailbox};
+use super::metrics::BusyClock;
 use super::options::Spec;
 use super::reason::{next_id, CancelReason, Reason, Tag};
 use super::subscription::{CancelMode, SubscribeOptions, SubscriptionRef};
@@ -128,6 +129,8 @@ pub(crate) struct Runtime<S: Stage> {
     killed: bool,
     /// Poll the mailbox briefly before parking (set by `handle`).
     spin_next: bool,
+    /// Times callbacks for the busy counter.
+    busy: BusyClock,
     // Producer side.
     consumers: HashMap<Tag, ConsumerEntry<S::Out>>,
     dispatcher: Box<dyn Dispatcher<S::Out>>,
@@ -182,7 +185,15 @@ pub(crate) fn start<S: Stage>(
         mailbox: Mailbox {
             queue: queue.clone(),
         },
-        shared: Arc::new(Shared::new(id, name.clone(), kind)),
+        shared: Arc::new(Shared::new(
+            id,
+            name.clone(),
+            kind,
+            match kind {
+                Kind::Consumer => None,
+                _ => Some(spec.dispatcher_name.unwrap_or("DemandDispatcher")),
+            },
+        )),
     };
     let (ready_tx, ready_rx) = bounded::<Result<(), StartError>>(1);
     let thread_me = me.clone();
@@ -190,6 +201,7 @@ pub(crate) fn start<S: Stage>(
         .name(name.to_string())
         .spawn(move || {
             *thread_me.shared.thread_id.lock() = Some(std::thread::current().id());
+            let _span = super::trace::stage(&thread_me.shared.name, kind, id);
             super::mailbox::LIVE_STAGES.fetch_add(1, Ordering::Relaxed);
             let mut rt = Runtime::new(
                 stage,
@@ -278,6 +290,7 @@ impl<S: Stage> Runtime<S> {
             stop: None,
             killed: false,
             spin_next: true,
+            busy: BusyClock::default(),
             consumers: HashMap::new(),
             dispatcher,
             buffer: Buffer::new(buffer_size, buffer_keep),
@@ -308,7 +321,11 @@ impl<S: Stage> Runtime<S> {
             timers: &mut self.timers,
         };
         let stage = &mut self.stage;
-        match catch_unwind(AssertUnwindSafe(|| f(stage, &mut ctx))) {
+        // The clock is read around a callback (some short ones are only sampled).
+        let started = self.busy.start();
+        let result = catch_unwind(AssertUnwindSafe(|| f(stage, &mut ctx)));
+        self.busy.stop(started, &self.me.shared.metrics);
+        match result {
             Ok(r) => Some(r),
             Err(payload) => {
                 // Events emitted by a callback that crashed are not dispatched, as in
@@ -368,6 +385,7 @@ impl<S: Stage> Runtime<S> {
                 return Err(StartError::Stopped(reason));
             }
         }
+        self.count_subscriptions();
         Ok(())
     }
 
@@ -405,6 +423,8 @@ impl<S: Stage> Runtime<S> {
             Mail::Events { events, .. } => events.len() <= SPIN_WORK_LIMIT,
             _ => self.spin_next,
         };
+        // Mail that can change the subscriptions; events and asks never do.
+        let wiring = !matches!(mail, Mail::Events { .. } | Mail::Ask { .. });
         match mail {
             Mail::Subscribe(msg) => self.producer_subscribe(*msg),
             Mail::Ask { tag, n } => self.producer_ask(tag, n),
@@ -419,6 +439,17 @@ impl<S: Stage> Runtime<S> {
             Mail::Exec(f) => f(self),
             Mail::Deliver(m) => m.deliver(self),
         }
+        if wiring {
+            self.count_subscriptions();
+        }
+    }
+
+    /// Publishes the number of subscriptions on each side (after a change).
+    fn count_subscriptions(&self) {
+        self.me
+            .shared
+            .metrics
+            .subscriptions(self.consumers.len(), self.producers.len());
     }
 
     /// Exit: `terminate`, then every subscriber and producer learns the reason.
@@ -452,6 +483,9 @@ impl<S: Stage> Runtime<S> {
         self.queue.clear();
         self.infos.clear();
         self.timers.clear();
+        self.count_subscriptions();
+        self.me.shared.subscriptions.all_ended();
+        super::trace::exited(&reason, reason.is_normal());
         self.me.shared.set_exit(reason);
     }
 

@@ -6,7 +6,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::super::dispatcher::{PendingInfo, Subscriber};
-use super::super::handle::Counters;
 use super::super::log::Level;
 use super::super::mailbox::{Downstream, SubscribeMsg};
 use super::super::reason::{CancelReason, Reason, Tag};
@@ -133,6 +132,7 @@ impl<S: Stage> Runtime<S> {
             );
             msg.consumer
                 .cancelled(tag, CancelReason::Cancel(Reason::custom("not a producer")));
+            self.me.shared.subscriptions.ended(tag);
             return;
         }
         if self.consumers.contains_key(&tag) {
@@ -142,6 +142,7 @@ impl<S: Stage> Runtime<S> {
             );
             msg.consumer
                 .cancelled(tag, CancelReason::Cancel(Reason::DuplicatedSubscription));
+            // The first subscription of this tag goes on: its entry stays active.
             return;
         }
         if let Some((old, reason)) = msg.current.take() {
@@ -159,6 +160,7 @@ impl<S: Stage> Runtime<S> {
             Err(e) => {
                 msg.consumer
                     .cancelled(tag, CancelReason::Cancel(Reason::custom(e.message())));
+                self.me.shared.subscriptions.ended(tag);
                 return;
             }
         };
@@ -194,11 +196,20 @@ impl<S: Stage> Runtime<S> {
             owner: self.owner.clone(),
         };
         match self.dispatcher.subscribe(subscriber, &msg.opts) {
-            Ok(k) => self.serve_demand(k),
+            Ok(k) => {
+                super::super::trace::subscribed(
+                    "consumer",
+                    tag.id(),
+                    info.max_demand,
+                    info.min_demand,
+                );
+                self.serve_demand(k)
+            }
             Err(reason) => {
                 // Rejected by the dispatcher: the consumer learns why; the producer
                 // goes on (GenStage would also call the dispatcher's cancel here).
                 self.consumers.remove(&tag);
+                self.me.shared.subscriptions.ended(tag);
                 msg.consumer
                     .cancelled(tag, CancelReason::Cancel(reason.clone()));
                 self.invoke(|s, ctx| s.handle_cancel(CancelReason::Cancel(reason), &from, ctx));
@@ -219,6 +230,7 @@ impl<S: Stage> Runtime<S> {
             );
             return;
         }
+        self.me.shared.metrics.demand_received(n);
         let k = self.dispatcher.ask(tag, n);
         self.serve_demand(k);
     }
@@ -227,6 +239,8 @@ impl<S: Stage> Runtime<S> {
         let Some(entry) = self.consumers.remove(&tag) else {
             return;
         };
+        self.me.shared.subscriptions.ended(tag);
+        super::super::trace::cancelled("consumer", tag.id(), reason.reason());
         if let CancelReason::Cancel(r) = &reason {
             entry
                 .consumer
@@ -322,6 +336,8 @@ impl<S: Stage> Runtime<S> {
     /// Calls `handle_demand(k)` and dispatches what it emitted.
     pub(super) fn demand_callback(&mut self, k: usize) {
         let handle_demand = self.cb.handle_demand;
+        self.me.shared.metrics.batch();
+        let _span = super::super::trace::batch("handle_demand", k);
         self.invoke(|s, ctx| handle_demand(s, k, ctx));
         self.dispatch_out();
     }
@@ -352,10 +368,7 @@ impl<S: Stage> Runtime<S> {
                 });
             }
         }
-        self.me.shared.metrics.buffered.store(
-            self.buffer.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.me.shared.metrics.buffered(self.buffer.len());
         k
     }
 
@@ -377,7 +390,9 @@ impl<S: Stage> Runtime<S> {
             let _ = self.me.exec(move |rt| rt.serve_demand(released));
         }
         let delivered = n - left.len();
-        Counters::add(&self.me.shared.metrics.events_out, delivered);
+        self.me.shared.metrics.events_out(delivered);
+        #[cfg(feature = "metrics")]
+        self.me.shared.metrics.sync_stalls();
         if self.kind == Kind::ProducerConsumer {
             self.counter = self.counter.saturating_sub(delivered);
         }
@@ -401,12 +416,10 @@ impl<S: Stage> Runtime<S> {
     pub(super) fn buffer_events(&mut self, events: Vec<S::Out>) {
         let stored = self.buffer.store(events);
         let metrics = &self.me.shared.metrics;
-        metrics.buffered.store(
-            self.buffer.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        metrics.buffered(self.buffer.len());
         if stored.discarded > 0 {
-            Counters::add(&metrics.discarded, stored.discarded);
+            metrics.discarded(stored.discarded);
+            super::super::trace::discarded(stored.discarded);
             let d = stored.discarded;
             let stage = &mut self.stage;
             let print =
