@@ -70,6 +70,13 @@ pub(crate) fn connect(
     Ok(con)
 }
 
+/// Writes `ms-seq` into `out` (cleared first).
+pub(crate) fn write_id(out: &mut Vec<u8>, id: StreamId) {
+    use std::io::Write;
+    out.clear();
+    let _ = write!(out, "{}-{}", id.ms, id.seq);
+}
+
 /// `XGROUP CREATE stream group 0 MKSTREAM`, an existing group being fine. From `0`:
 /// entries added before the first consumer started are read too.
 pub(crate) fn create_group(
@@ -207,10 +214,13 @@ pub(crate) fn ack(
         return Ok(0);
     }
     let mut pipe = redis::pipe();
+    let mut text = Vec::with_capacity(48);
     for chunk in ids.chunks(CHUNK) {
         let cmd = pipe.cmd("XACK").arg(&o.stream).arg(&o.group);
-        for id in chunk {
-            cmd.arg(id.to_string());
+        for &id in chunk {
+            // Formatted into one buffer: no allocation per id on the hot path.
+            write_id(&mut text, id);
+            cmd.arg(&text[..]);
         }
     }
     let counts: Vec<u64> = pipe.query(con)?;

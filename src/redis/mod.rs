@@ -168,7 +168,45 @@ enum Mail {
 /// source stops normally, and whatever it read but did not hand out stays pending
 /// in Redis, for a later run under the same consumer name or for another consumer.
 ///
-/// See the [module docs](self) for an example and the delivery semantics.
+/// A worker that drains on Ctrl-C, say: halting ends the pipeline after the entries
+/// already taken, and the rest stays for the other workers.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use stageflow::pipeline::{Acks, Message};
+/// use stageflow::prelude::*;
+/// use stageflow::redis::{RedisStreamOptions, RedisStreamSource, StreamEntry};
+///
+/// struct Store;
+/// impl Stage for Store { type In = Message<StreamEntry>; type Out = Never; }
+/// impl Consumer for Store {
+///     fn handle_events(&mut self, batch: Vec<Message<StreamEntry>>, _: &SubscriptionRef, _: &mut Context<'_, Self>) {
+///         let mut acks = Acks::new();
+///         for message in &batch {
+///             match message.data.field("data") {
+///                 Some(_) => acks.successful(message), // stored
+///                 None => acks.failed(message, "no `data` field"), // retried, then dead-lettered
+///             }
+///         }
+///         acks.send();
+///     }
+/// }
+///
+/// let source = RedisStreamSource::new(RedisStreamOptions::new(
+///     "redis://127.0.0.1:6379/", "jobs", "workers", "worker-2",
+/// ))?;
+/// let stats = source.stats();
+/// let mut topology = Topology::new();
+/// let jobs = topology.source(source, ProducerOptions::new())?;
+/// topology.consumer(Store, ConsumerOptions::new().subscribe_to(&jobs, SubscribeOptions::new()))?;
+/// let pipeline = topology.start()?;
+/// // ... later, on a signal:
+/// let report = pipeline.drain(Duration::from_secs(30));
+/// println!("{report}\n{:?}", stats.snapshot());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// See the [module docs](self) for the delivery semantics.
 pub struct RedisStreamSource {
     inner: Arc<Inner>,
     cons: Option<(redis::Connection, redis::Connection)>,

@@ -99,7 +99,8 @@ impl Reader {
         }
     }
 
-    /// Waits until the stage wants entries; `None` once told to stop.
+    /// Waits until the stage wants entries; `None` once told to stop, or once
+    /// the stage is gone without telling (killed: its `terminate` did not run).
     fn wait_credit(&self) -> Option<usize> {
         let mut control = self.inner.control.lock();
         loop {
@@ -109,7 +110,13 @@ impl Reader {
             if control.credit > 0 {
                 return Some(control.credit);
             }
-            self.inner.wake.wait(&mut control);
+            let timeout = self
+                .inner
+                .wake
+                .wait_for(&mut control, Duration::from_secs(1));
+            if timeout.timed_out() && !self.stage.is_alive() {
+                return None;
+            }
         }
     }
 
@@ -172,6 +179,11 @@ impl Reader {
 
     /// Handles a failed command; false if the reader must end.
     fn trouble(&mut self, e: RedisError) -> bool {
+        if !self.inner.is_taking() {
+            // Halted or stopped: nothing to repair (and a group made again now
+            // would make again a stream someone just deleted).
+            return false;
+        }
         let stream = &self.inner.options.stream;
         match conn::classify(&e) {
             Trouble::Reconnect => {

@@ -16,7 +16,7 @@ use stageflow::redis::{RedisStreamSource, StreamId};
 use crate::util::*;
 
 fn start(source: RedisStreamSource, sink: Sink) -> (StageRef<RedisStreamSource>, StageRef<Sink>) {
-    let source = start_producer(source, ProducerOptions::new()).expect("source starts");
+    let source = start_source(source);
     let sink = start_consumer(
         sink,
         ConsumerOptions::new().subscribe_to(&source, SubscribeOptions::new().max_demand(500)),

@@ -14,7 +14,7 @@ fn start(
     sink: Sink,
     max_demand: usize,
 ) -> (StageRef<RedisStreamSource>, StageRef<Sink>) {
-    let source = start_producer(source, ProducerOptions::new()).expect("source starts");
+    let source = start_source(source);
     let sink = start_consumer(
         sink,
         ConsumerOptions::new()
@@ -332,6 +332,7 @@ fn halt_stops_reading_and_leaves_unacknowledged_entries_pending() {
     eventually("the reader's connection to close", || {
         client_ids(&mut con, &reader).len() <= 1
     });
+    eventually("the acks", || stats.snapshot().acked == 30);
     let (read, _) = group_progress(&mut con, &key.stream);
     assert!(read < 1000, "read the whole stream after a halt: {read}");
     let pending_now = pending_entries(&mut con, &key.stream);
@@ -340,7 +341,6 @@ fn halt_stops_reading_and_leaves_unacknowledged_entries_pending() {
     // handed out, stays pending.
     assert_eq!(pending_now.len() as u64, read - 30, "{received} received");
     assert!(received as u64 <= read);
-    eventually("the acks", || stats.snapshot().acked == 30);
     // Nothing is read any more.
     let (again, _) = group_progress(&mut con, &key.stream);
     assert_eq!(again, read);
@@ -397,4 +397,35 @@ fn bad_options_and_an_unreachable_server_are_errors() {
         .unwrap();
     let err = RedisStreamSource::new(key.options("a")).unwrap_err();
     assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+}
+
+#[test]
+fn an_error_retrying_cannot_fix_stops_the_source_with_a_reason_naming_it() {
+    let key = Key::new("wrongtype");
+    let mut con = redis();
+    let source = RedisStreamSource::new(key.options("a").block(Duration::from_millis(50))).unwrap();
+    let (sink, _rx) = Sink::acking();
+    let (source, sink) = start(source, sink, 10);
+    // The stream is replaced by a string while the source reads it.
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("DEL")
+        .arg(&key.stream)
+        .ignore()
+        .cmd("SET")
+        .arg(&key.stream)
+        .arg("not a stream")
+        .ignore()
+        .query(&mut con)
+        .unwrap();
+    let reason = source.join_timeout(TIMEOUT).expect("the source stops");
+    let text = reason.to_string();
+    assert!(
+        text.contains("WRONGTYPE") && text.contains(&key.stream),
+        "{text}"
+    );
+    assert!(
+        sink.join_timeout(TIMEOUT).is_some(),
+        "its consumer stops too"
+    );
 }

@@ -11,7 +11,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use redis::{Connection, Value};
 use stageflow::pipeline::{Acks, Message};
 use stageflow::prelude::*;
-use stageflow::redis::{RedisStreamOptions, StreamEntry, StreamId};
+use stageflow::redis::{RedisStreamOptions, RedisStreamSource, StreamEntry, StreamId};
 
 /// How long a test waits for anything that must happen: only a failing test waits
 /// this long.
@@ -113,8 +113,33 @@ impl Key {
     }
 }
 
+/// Sources started by the tests, by stream: a test that fails leaves its source
+/// running, which would make the stream again (`MKSTREAM`) after [`Key`] deleted it.
+static SOURCES: parking_lot::Mutex<Vec<(String, StageRef<RedisStreamSource>)>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// Starts `source` as a producer, to be stopped when its test's [`Key`] is dropped.
+pub fn start_source(source: RedisStreamSource) -> StageRef<RedisStreamSource> {
+    let stream = source.options().stream().to_string();
+    let source = start_producer(source, ProducerOptions::new()).expect("source starts");
+    SOURCES.lock().push((stream, source.clone()));
+    source
+}
+
 impl Drop for Key {
     fn drop(&mut self) {
+        let mine: Vec<StageRef<RedisStreamSource>> = {
+            let mut all = SOURCES.lock();
+            let (mine, others) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|(s, _)| *s == self.stream);
+            *all = others;
+            mine.into_iter().map(|(_, source)| source).collect()
+        };
+        for source in mine {
+            let _ = source.stop(Reason::Shutdown);
+            let _ = source.join_timeout(TIMEOUT);
+        }
         if let Ok(client) = redis::Client::open(url().as_str()) {
             if let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(5)) {
                 let _: Result<i64, _> = redis::cmd("DEL")
