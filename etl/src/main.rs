@@ -52,6 +52,10 @@ Options:
                          it is wired; `dot -Tsvg PATH` draws it
   -h, --help             this help
 
+Environment: RUST_LOG filters the log lines on standard error (default warn);
+ETL_TRACE=info|debug|trace prints the stages' tracing spans and events there (an etl
+built with --features tracing).
+
 Signals: SIGINT (Ctrl-C), SIGTERM and SIGHUP drain: reading stops, every line read is
 written, the summary is printed. A second one quits at once (still safe to resume).
 
@@ -328,10 +332,44 @@ fn serve_metrics(addr: &str) -> Result<(), String> {
     ))
 }
 
+/// With the `tracing` feature, `ETL_TRACE=<level>` prints the stages' tracing spans
+/// and events on stderr; without the variable nothing is installed.
+#[cfg(feature = "tracing")]
+fn install_tracing() -> Result<(), String> {
+    let Some(level) = std::env::var_os("ETL_TRACE") else {
+        return Ok(());
+    };
+    let level: tracing_subscriber::filter::LevelFilter =
+        level.to_str().and_then(|l| l.parse().ok()).ok_or_else(|| {
+            format!(
+                "ETL_TRACE={}: expected one of off, error, warn, info, debug, trace",
+                level.to_string_lossy()
+            )
+        })?;
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init()
+        .map_err(|e| format!("ETL_TRACE: {e}"))
+}
+
+#[cfg(not(feature = "tracing"))]
+fn install_tracing() -> Result<(), String> {
+    match std::env::var_os("ETL_TRACE") {
+        Some(_) => Err("ETL_TRACE: this etl was built without its `tracing` feature".into()),
+        None => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     // Stages log through the `log` facade: show their warnings and errors on stderr
     // unless RUST_LOG says otherwise (env_logger alone would show only errors).
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    if let Err(e) = install_tracing() {
+        eprintln!("etl: {e}");
+        return ExitCode::from(exit::USAGE);
+    }
     if let Some(code) = dist_mode() {
         return code;
     }

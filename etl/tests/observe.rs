@@ -431,3 +431,44 @@ mod prometheus {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// `ETL_TRACE` installs the program's tracing subscriber (the library never does):
+/// the stages' spans carry their names and the exits are events.
+#[cfg(feature = "tracing")]
+#[test]
+fn etl_trace_prints_the_stages_spans_and_events() {
+    let dir = scratch("trace");
+    let out = common::etl()
+        .current_dir(&dir)
+        .env("TMPDIR", dir.join("tmp"))
+        .env("ETL_TRACE", "info")
+        .args(["--sample", "100"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for stage in ["lines", "parse-1", "batch", "write"] {
+        assert!(
+            stderr.contains(&format!("stage{{name=\"{stage}\"")),
+            "no span of stage {stage} in:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("stage exited"),
+        "no exit event in:\n{stderr}"
+    );
+
+    let bad = common::etl()
+        .current_dir(&dir)
+        .env("TMPDIR", dir.join("tmp"))
+        .env("ETL_TRACE", "loud")
+        .args(["--sample", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("ETL_TRACE=loud"),
+        "{}",
+        text(&bad)
+    );
+}
