@@ -26,7 +26,6 @@ use super::conn::{self, DeadLetter, Trouble};
 use super::entry::{StreamEntry, StreamId};
 use super::reader::show_ids;
 use super::shared::Inner;
-use super::stats::Counters;
 use super::{Mail, RedisSourceMail, RedisStreamSource};
 
 /// Batches merged into one round of `XACK` at most (a bound on one pipeline).
@@ -168,7 +167,7 @@ impl AckerThread {
                         self.backoff = inner.options.backoff_initial;
                         if self.dropped {
                             self.dropped = false;
-                            Counters::add(&inner.counters.reconnects, 1);
+                            inner.counters.reconnects.add(1);
                             log::info!("redis stream {stream}: acknowledger reconnected");
                         }
                     }
@@ -241,7 +240,7 @@ impl AckerThread {
             .retry("XACK", |con, inner| conn::ack(con, &inner.options, &ids))
             .is_some()
         {
-            Counters::add(&self.inner.counters.acked, ids.len());
+            self.inner.counters.acked.add(ids.len());
         }
         // Acknowledged, or left pending after an error retrying cannot fix: either
         // way no longer this process's to wait for.
@@ -307,7 +306,7 @@ impl AckerThread {
             Ok((letters.len(), gone))
         });
         if let Some((n, gone)) = moved {
-            Counters::add(&self.inner.counters.dead_lettered, n);
+            self.inner.counters.dead_lettered.add(n);
             if n > 0 {
                 log::warn!(
                     "redis stream {}: {n} entries moved to {} after failing {} deliveries",
@@ -377,8 +376,8 @@ impl AckerThread {
         if entries.is_empty() {
             return;
         }
-        Counters::add(&self.inner.counters.redelivered, entries.len());
-        Counters::add(&self.inner.counters.delivered, entries.len());
+        self.inner.counters.redelivered.add(entries.len());
+        self.inner.counters.delivered.add(entries.len());
         if let Err(e) = self
             .stage
             .send_info(RedisSourceMail(Mail::Redelivered(entries)))
@@ -393,7 +392,7 @@ impl AckerThread {
         if gone.is_empty() {
             return;
         }
-        Counters::add(&self.inner.counters.lost, gone.len());
+        self.inner.counters.lost.add(gone.len());
         log::warn!(
             "redis stream {}: {} failed entries no longer exist in the stream (trimmed or \
              deleted) and are lost: {}",

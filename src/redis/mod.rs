@@ -334,6 +334,9 @@ impl Stage for RedisStreamSource {
         let Some((reader_con, acker_con)) = self.cons.take() else {
             return Init::Stop(Reason::custom("a RedisStreamSource can be started once"));
         };
+        if let Err(e) = self.inner.counters.publish(ctx) {
+            return Init::Stop(Reason::custom(format!("cannot publish the counters: {e}")));
+        }
         let (acker, rx) = RedisAcker::new(self.inner.clone());
         self.acker = Some(Arc::new(acker));
         let name = &self.inner.options.consumer;

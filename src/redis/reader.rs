@@ -18,7 +18,6 @@ use crate::stage::StageRef;
 use super::conn::{self, DeadLetter, Trouble};
 use super::entry::{RawEntry, StreamEntry, StreamId};
 use super::shared::Inner;
-use super::stats::Counters;
 use super::{Mail, RedisSourceMail, RedisStreamSource};
 
 /// How often the group's lag is sampled while entries keep coming.
@@ -139,7 +138,7 @@ impl Reader {
                     self.con = Some(con);
                     if self.dropped {
                         self.dropped = false;
-                        Counters::add(&self.inner.counters.reconnects, 1);
+                        self.inner.counters.reconnects.add(1);
                         log::info!(
                             "redis stream {}: reader reconnected to {}",
                             self.inner.options.stream,
@@ -292,7 +291,7 @@ impl Reader {
         }
         let inner = self.inner.clone();
         conn::forget(self.con(), &inner.options, ids)?;
-        Counters::add(&inner.counters.lost, ids.len());
+        inner.counters.lost.add(ids.len());
         log::warn!(
             "redis stream {}: {} pending entries no longer exist in the stream (trimmed or \
              deleted before they were acknowledged) and are lost: {}",
@@ -316,7 +315,7 @@ impl Reader {
         }
         if !claim.deleted.is_empty() {
             // XAUTOCLAIM already removed them from the pending list.
-            Counters::add(&inner.counters.lost, claim.deleted.len());
+            inner.counters.lost.add(claim.deleted.len());
             log::warn!(
                 "redis stream {}: {} pending entries of idle consumers no longer exist in the \
                  stream (trimmed or deleted before they were acknowledged) and are lost: {}",
@@ -366,10 +365,7 @@ impl Reader {
             self.last_lag = Some(now);
             let info = conn::group_info(self.con(), &inner.options)?;
             if let Some((pending, lag)) = info {
-                inner.counters.lag.store(
-                    lag.unwrap_or(u64::MAX),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                inner.counters.set_lag(lag);
                 // Nothing new (the read just said so), nothing added since (lag),
                 // nothing pending with anyone: the work is done.
                 if raw.is_empty()
@@ -425,7 +421,7 @@ impl Reader {
         self.lost(&gone)?;
         if !dead.is_empty() {
             conn::dead_letter(self.con(), &inner.options, &inner.dead_key, &dead)?;
-            Counters::add(&inner.counters.dead_lettered, dead.len());
+            inner.counters.dead_lettered.add(dead.len());
             log::warn!(
                 "redis stream {}: {} entries moved to {} after {max} deliveries: {}",
                 inner.options.stream,
@@ -451,9 +447,9 @@ impl Reader {
         if fresh.is_empty() {
             return true;
         }
-        Counters::add(&inner.counters.delivered, fresh.len());
+        inner.counters.delivered.add(fresh.len());
         if reclaimed {
-            Counters::add(&inner.counters.reclaimed, fresh.len());
+            inner.counters.reclaimed.add(fresh.len());
         }
         {
             let mut control = inner.control.lock();

@@ -100,7 +100,7 @@ impl Inner {
             })
             .collect();
         drop(held);
-        self.counters.in_flight.add(fresh.len() as u64);
+        self.counters.handed_out(fresh.len() as u64);
         fresh
     }
 
@@ -113,7 +113,7 @@ impl Inner {
             .filter(|id| held.remove(id).is_some())
             .count();
         drop(held);
-        self.counters.in_flight.done(n as u64);
+        self.counters.settled(n as u64);
         n
     }
 }

@@ -1,24 +1,61 @@
 //! The counters of a [`RedisStreamSource`](super::RedisStreamSource).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use crate::error::OptionsError;
 use crate::pipeline::InFlight;
+use crate::stage::{Context, Counter, Gauge, Stage};
+
+/// One of the source's counters: its own atomic (read by
+/// [`RedisStreamStats`]) and, once the stage runs, the counter of the same name it
+/// publishes among the stage's metrics (snapshots, and the `metrics` facade with
+/// that feature), so that a topology's picture and a Prometheus scrape show it
+/// without the program reading the stats.
+#[derive(Debug, Default)]
+pub(crate) struct Stat {
+    value: AtomicU64,
+    published: OnceLock<Counter>,
+}
+
+impl Stat {
+    pub(crate) fn add(&self, n: usize) {
+        if n > 0 {
+            self.value.fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(counter) = self.published.get() {
+                counter.add(n as u64);
+            }
+        }
+    }
+
+    fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+
+    fn publish(&self, counter: Counter) {
+        // Published in `init`, before the reader and acknowledger threads start,
+        // so nothing is counted between the two lines.
+        counter.add(self.get());
+        let _ = self.published.set(counter);
+    }
+}
 
 /// Shared by the source, its reader thread and its acknowledger; each counter is
 /// added to once per batch.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) acked: AtomicU64,
-    pub(crate) redelivered: AtomicU64,
-    pub(crate) reclaimed: AtomicU64,
-    pub(crate) dead_lettered: AtomicU64,
-    pub(crate) lost: AtomicU64,
-    pub(crate) delivered: AtomicU64,
-    pub(crate) reconnects: AtomicU64,
+    pub(crate) acked: Stat,
+    pub(crate) redelivered: Stat,
+    pub(crate) reclaimed: Stat,
+    pub(crate) dead_lettered: Stat,
+    pub(crate) lost: Stat,
+    pub(crate) delivered: Stat,
+    pub(crate) reconnects: Stat,
     /// The group's lag as last sampled; `u64::MAX` while unknown.
-    pub(crate) lag: AtomicU64,
+    lag: AtomicU64,
     pub(crate) in_flight: InFlight,
+    lag_gauge: OnceLock<Gauge>,
+    pending_gauge: OnceLock<Gauge>,
 }
 
 impl Counters {
@@ -29,9 +66,92 @@ impl Counters {
         }
     }
 
-    pub(crate) fn add(counter: &AtomicU64, n: usize) {
-        if n > 0 {
-            counter.fetch_add(n as u64, Ordering::Relaxed);
+    /// Publishes every counter, and `pending` and `lag` as gauges, among the
+    /// stage's metrics (names as in [`RedisStreamCounts`]).
+    pub(crate) fn publish<S: Stage>(&self, ctx: &Context<'_, S>) -> Result<(), OptionsError> {
+        let stats: [(&Stat, &str, &str); 7] = [
+            (
+                &self.delivered,
+                "delivered",
+                "Stream entries handed out (first deliveries and again)",
+            ),
+            (
+                &self.acked,
+                "acked",
+                "Stream entries acknowledged (XACK) after the sink's commit",
+            ),
+            (
+                &self.redelivered,
+                "redelivered",
+                "Failed stream entries delivered again",
+            ),
+            (
+                &self.reclaimed,
+                "reclaimed",
+                "Idle entries of other consumers taken over (XAUTOCLAIM)",
+            ),
+            (
+                &self.dead_lettered,
+                "dead_lettered",
+                "Stream entries moved to the dead-letter stream",
+            ),
+            (
+                &self.lost,
+                "lost",
+                "Pending stream entries found trimmed or deleted",
+            ),
+            (
+                &self.reconnects,
+                "reconnects",
+                "Connections to Redis lost and made again",
+            ),
+        ];
+        for (stat, name, help) in stats {
+            stat.publish(ctx.counter(name, help)?);
+        }
+        let pending = ctx.gauge(
+            "pending",
+            "Stream entries handed out and not yet acknowledged",
+        )?;
+        pending.set(self.in_flight.count() as i64);
+        let _ = self.pending_gauge.set(pending);
+        let lag = ctx.gauge(
+            "lag",
+            "Entries of the stream not yet delivered to the group, as last sampled (-1: unknown)",
+        )?;
+        lag.set(self.lag_now().map_or(-1, |l| l as i64));
+        let _ = self.lag_gauge.set(lag);
+        Ok(())
+    }
+
+    /// The group's lag as sampled now (`None`: Redis cannot tell).
+    pub(crate) fn set_lag(&self, lag: Option<u64>) {
+        self.lag.store(lag.unwrap_or(u64::MAX), Ordering::Relaxed);
+        if let Some(gauge) = self.lag_gauge.get() {
+            gauge.set(lag.map_or(-1, |l| l as i64));
+        }
+    }
+
+    fn lag_now(&self) -> Option<u64> {
+        let lag = self.lag.load(Ordering::Relaxed);
+        (lag != u64::MAX).then_some(lag)
+    }
+
+    /// `n` more entries handed out.
+    pub(crate) fn handed_out(&self, n: u64) {
+        self.in_flight.add(n);
+        self.pending_changed();
+    }
+
+    /// `n` entries no longer held (acknowledged, dead-lettered, lost, left).
+    pub(crate) fn settled(&self, n: u64) {
+        self.in_flight.done(n);
+        self.pending_changed();
+    }
+
+    fn pending_changed(&self) {
+        if let Some(gauge) = self.pending_gauge.get() {
+            gauge.set(self.in_flight.count() as i64);
         }
     }
 }
@@ -96,18 +216,16 @@ impl RedisStreamStats {
     /// The counters now.
     pub fn snapshot(&self) -> RedisStreamCounts {
         let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let lag = get(&c.lag);
         RedisStreamCounts {
-            delivered: get(&c.delivered),
-            acked: get(&c.acked),
-            redelivered: get(&c.redelivered),
-            reclaimed: get(&c.reclaimed),
-            dead_lettered: get(&c.dead_lettered),
-            lost: get(&c.lost),
-            reconnects: get(&c.reconnects),
+            delivered: c.delivered.get(),
+            acked: c.acked.get(),
+            redelivered: c.redelivered.get(),
+            reclaimed: c.reclaimed.get(),
+            dead_lettered: c.dead_lettered.get(),
+            lost: c.lost.get(),
+            reconnects: c.reconnects.get(),
             pending: c.in_flight.count(),
-            lag: (lag != u64::MAX).then_some(lag),
+            lag: c.lag_now(),
         }
     }
 }

@@ -75,6 +75,18 @@ fn delivers_every_entry_once_and_acks_per_batch() {
         ),
         (2500, 0, 0, 0)
     );
+    // The same counts are published among the stage's metrics, for snapshots,
+    // pictures and the `metrics` facade.
+    let published = |name: &str| source.counter(name, "").unwrap().get();
+    assert_eq!(
+        (
+            published("delivered"),
+            published("acked"),
+            published("lost")
+        ),
+        (2500, 2500, 0)
+    );
+    assert_eq!(source.gauge("pending", "").unwrap().get(), 0);
     source.stop(Reason::Shutdown).unwrap();
 }
 
