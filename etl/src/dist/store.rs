@@ -4,7 +4,7 @@
 //! transaction as the rows they count.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -111,13 +111,45 @@ pub(crate) fn sqlite_open(path: &Path, tables: &Tables) -> Result<Connection, St
     // Several workers share the file: a writer waits for another's transaction
     // (each holds the lock for one batch) rather than failing.
     db.busy_timeout(Duration::from_secs(60)).map_err(fail)?;
-    db.pragma_update(None, "journal_mode", "WAL")
-        .map_err(fail)?;
-    db.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(fail)?;
+    // Workers started together set the file up together: switching a new file to
+    // WAL and creating the tables can meet another worker doing the same, and
+    // SQLite then answers "database is locked" without waiting (the busy handler
+    // does not cover every step of a journal-mode change). Both are idempotent:
+    // try again until the deadline.
+    retry_busy(Instant::now() + Duration::from_secs(60), || {
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")
+    })
+    .map_err(fail)?;
     sqlite_refuse_foreign(&db, &tables.rows).map_err(|e| format!("{}: {e}", path.display()))?;
-    db.execute_batch(&tables.schema("BLOB")).map_err(fail)?;
+    retry_busy(Instant::now() + Duration::from_secs(60), || {
+        db.execute_batch(&tables.schema("BLOB"))
+    })
+    .map_err(fail)?;
     Ok(db)
+}
+
+/// Runs `step` again while SQLite says the database is busy or locked, up to
+/// `deadline`, waiting a little longer each time (from 1 ms up to 100 ms).
+pub(crate) fn retry_busy<T>(
+    deadline: Instant,
+    mut step: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let mut wait = Duration::from_millis(1);
+    loop {
+        match step() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && Instant::now() + wait < deadline =>
+            {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn sqlite_refuse_foreign(db: &Connection, table: &str) -> Result<(), String> {

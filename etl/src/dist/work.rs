@@ -324,7 +324,11 @@ struct SqliteWrite {
 
 impl SqliteWrite {
     fn write(&mut self, batch: &[Message<Item>]) -> rusqlite::Result<Inserted> {
-        let tx = self.db.transaction()?;
+        // IMMEDIATE: take the write lock at BEGIN, where SQLite's busy handler waits
+        // for another worker's batch, rather than upgrading later.
+        let tx = self
+            .db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let items: Vec<&Item> = batch.iter().map(|m| &m.data).collect();
         let inserted =
             store::sqlite_write(&tx, &self.tables, &self.stream, &self.consumer, &items)?;
@@ -449,7 +453,11 @@ fn worker_counts(config: &WorkConfig, tables: &Tables) -> Result<Inserted, EtlEr
             let db = rusqlite::Connection::open(path)
                 .map_err(|e| EtlError::Database(format!("{}: {e}", path.display())))?;
             db.busy_timeout(Duration::from_secs(60))
-                .and_then(|()| store::sqlite_worker(&db, tables, &config.stream, &config.consumer))
+                .and_then(|()| {
+                    store::retry_busy(Instant::now() + Duration::from_secs(60), || {
+                        store::sqlite_worker(&db, tables, &config.stream, &config.consumer)
+                    })
+                })
                 .map_err(|e| EtlError::Database(format!("{}: {e}", path.display())))
         }
         #[cfg(feature = "postgres")]

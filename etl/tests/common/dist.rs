@@ -421,7 +421,15 @@ pub fn wait_until(workers: &mut [&mut Child], what: &str, mut ready: impl FnMut(
     while !ready() {
         for w in workers.iter_mut() {
             if let Some(status) = w.try_wait().unwrap() {
-                panic!("a worker ended ({status}) before {what}");
+                // Its own words say why: both pipes are at their end now.
+                let mut out = String::new();
+                if let Some(mut stderr) = w.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut stderr, &mut out);
+                }
+                if let Some(mut stdout) = w.stdout.take() {
+                    let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+                }
+                panic!("a worker ended ({status}) before {what}:\n{out}");
             }
         }
         assert!(
