@@ -219,6 +219,19 @@ impl Common {
     }
 }
 
+/// What a mode's argument parsing decided (`Ok(true)`: go on, `Ok(false)`: `--help`):
+/// `None` to go on, or the exit code after printing the help or the usage error.
+fn help_or_usage(mode: &str, help: &str, parsed: Result<bool, String>) -> Option<ExitCode> {
+    match parsed {
+        Ok(true) => None,
+        Ok(false) => {
+            let _ = std::io::stdout().write_all(help.as_bytes());
+            Some(ExitCode::SUCCESS)
+        }
+        Err(e) => Some(usage(mode, e)),
+    }
+}
+
 fn usage(mode: &str, e: String) -> ExitCode {
     eprintln!("etl {mode}: {e}\nRun etl {mode} --help for the options.");
     ExitCode::from(exit::USAGE)
@@ -268,13 +281,12 @@ pub fn enqueue_main(mut parser: lexopt::Parser, interrupt: Arc<Interrupt>) -> Ex
         }
         Ok(true)
     })();
-    let stream = match parsed.map(|go| (go, common.stream())) {
-        Ok((false, _)) => {
-            let _ = std::io::stdout().write_all(ENQUEUE_HELP.as_bytes());
-            return ExitCode::SUCCESS;
-        }
-        Ok((true, Ok(s))) => s,
-        Ok((true, Err(e))) | Err(e) => return usage("enqueue", e),
+    if let Some(code) = help_or_usage("enqueue", ENQUEUE_HELP, parsed) {
+        return code;
+    }
+    let stream = match common.stream() {
+        Ok(s) => s,
+        Err(e) => return usage("enqueue", e),
     };
     let mut config = EnqueueConfig::new(common.redis, stream.clone(), common.group, inputs);
     config.max_lag = max_lag;
@@ -367,13 +379,8 @@ pub fn work_main(mut parser: lexopt::Parser, interrupt: Arc<Interrupt>) -> ExitC
         }
         Ok(true)
     })();
-    match parsed {
-        Ok(false) => {
-            let _ = std::io::stdout().write_all(WORK_HELP.as_bytes());
-            return ExitCode::SUCCESS;
-        }
-        Ok(true) => {}
-        Err(e) => return usage("work", e),
+    if let Some(code) = help_or_usage("work", WORK_HELP, parsed) {
+        return code;
     }
     let checked = (|| {
         let stream = common.stream()?;
@@ -438,13 +445,8 @@ pub fn check_main(mut parser: lexopt::Parser) -> ExitCode {
         }
         Ok(true)
     })();
-    match parsed {
-        Ok(false) => {
-            let _ = std::io::stdout().write_all(CHECK_HELP.as_bytes());
-            return ExitCode::SUCCESS;
-        }
-        Ok(true) => {}
-        Err(e) => return usage("check", e),
+    if let Some(code) = help_or_usage("check", CHECK_HELP, parsed) {
+        return code;
     }
     let (stream, sink) = match common.stream().and_then(|s| Ok((s, common.sink()?))) {
         Ok(c) => c,
